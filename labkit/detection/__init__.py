@@ -1,0 +1,7 @@
+"""Phase 10: a tiny one-stage object detector, every piece written out and tested.
+
+Modules, in reading order: ``boxes`` (IoU geometry), ``nms``, ``assign`` (which grid cells learn
+which box; decoding), ``losses`` (focal, GIoU/DIoU, the detector's loss), ``model``
+(``TinyDetector``), ``metrics`` (VOC mAP), ``dataset`` (synthetic shapes, VOC), ``visualize``.
+Explained in notebooks/10_detection.py.
+"""

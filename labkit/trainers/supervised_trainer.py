@@ -1,0 +1,286 @@
+"""The lab's supervised training loop: one short function that every phase reuses.
+
+Reading order: ``train_step`` (one optimizer step: forward under autocast, backward, clip, step),
+then ``train`` (the loop around it: epochs, logging, evaluation, checkpoints, resume, stopping).
+Explained step by step in notebooks/00_pytorch_warmup.py.
+
+What "exact resume" means here: a run stopped at step N and resumed gives the same losses and
+weights as a run that never stopped. That needs four things restored together: model and
+optimizer (and scheduler, scaler) state, the data order (an ``EpochSampler`` whose order is a
+function of seed and epoch), the position inside the epoch, and every RNG state.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from labkit.utils.checkpoint import checkpoint_name, load_checkpoint, save_checkpoint
+from labkit.utils.device import AMP_OFF, AmpPolicy
+from labkit.utils.logging import MetricsLogger, get_logger
+from labkit.utils.meters import AverageMeter, ThroughputMeter
+from labkit.utils.seed import set_rng_state
+
+log = get_logger(__name__)
+
+# loss_fn(model, batch) -> loss, or (loss, {"part": value, ...}) for extra logged terms
+LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; no checkpoint is written for that step."""
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # detached scalar
+    grad_norm: torch.Tensor  # total L2 norm of the gradients before clipping
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[float]  # one per optimizer step run in this call
+    grad_norms: list[float]
+    eval_history: list[dict[str, float]]
+    stopped_by: str  # "max_steps" or the signal's name
+    run_dir: Path | None
+    last_checkpoint: Path | None
+
+    @property
+    def last_eval(self) -> dict[str, float]:
+        return self.eval_history[-1] if self.eval_history else {}
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor inside nested tuples, lists and dicts to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    loss_fn: LossFn,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: AmpPolicy = AMP_OFF,
+    grad_clip: float | None = None,
+) -> StepOutput:
+    """One optimizer step on one batch (already on the model's device).
+
+    1. forward and loss under autocast (when AMP is on),
+    2. backward, on the scaled loss when a GradScaler is used (fp16),
+    3. unscale, measure the gradient norm and clip it to ``grad_clip``,
+    4. optimizer step (the scaler skips it if fp16 gradients overflowed) and zero the gradients.
+    """
+    device_type = next(model.parameters()).device.type
+    with torch.autocast(device_type=device_type, dtype=amp.dtype or torch.bfloat16, enabled=amp.enabled):
+        out = loss_fn(model, batch)
+    loss, parts = out if isinstance(out, tuple) else (out, {})
+    use_scaler = scaler is not None and scaler.is_enabled()
+    (scaler.scale(loss) if use_scaler else loss).backward()
+    if use_scaler:
+        scaler.unscale_(optimizer)  # clip true gradients, not scaled ones
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else math.inf)
+    if use_scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepOutput(loss.detach(), grad_norm.detach(), {k: v.detach() for k, v in parts.items()})
+
+
+class _StopOnSignal:
+    """While active, Ctrl-C (SIGINT) and SIGTERM set a flag instead of killing the loop mid-step;
+    the loop then finishes the step, writes a checkpoint and returns."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # handlers only work there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _start_epoch(loader: Any, epoch: int) -> None:
+    """Fix the data order (sampler) and the worker seeds (loader generator) for ``epoch``."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(getattr(sampler, "seed", 0) * 1_000_003 + epoch)
+
+
+def _is_main_process() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _batch_size(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if isinstance(first, dict):
+        first = next(iter(first.values()))
+    return len(first) if hasattr(first, "__len__") else 1
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader: Any,
+    loss_fn: LossFn,
+    *,
+    max_steps: int,
+    device: torch.device | str = "cpu",
+    scheduler: Any = None,
+    amp: AmpPolicy = AMP_OFF,
+    grad_clip: float | None = None,
+    run_dir: str | Path | None = None,
+    ckpt_every: int = 0,
+    keep_last: int = 3,
+    log_every: int = 50,
+    eval_every: int = 0,
+    eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+    resume_from: str | Path | None = None,
+    config: dict | None = None,
+    progress: bool = True,
+    tensorboard: bool = True,
+) -> TrainResult:
+    """Train ``model`` for ``max_steps`` optimizer steps (counting from a resumed step).
+
+    Args:
+        train_loader: yields batches; its ``sampler.set_epoch`` is called each epoch (use
+            ``labkit.data.common.make_loader`` for exact resume). ``len(train_loader)`` = steps/epoch.
+        loss_fn: ``loss_fn(model, batch) -> loss`` or ``(loss, parts)``; ``batch`` is on ``device``.
+        amp: from ``labkit.utils.device.amp_policy``; fp16 brings a GradScaler.
+        grad_clip: clip the global gradient L2 norm to this value (``None``: measure only).
+        run_dir: where ``metrics.jsonl``, ``tb/`` and ``checkpoints/`` go; ``None`` writes nothing.
+        ckpt_every: checkpoint every N steps (and always at the end and on Ctrl-C / SIGTERM).
+        eval_every: call ``eval_fn(model)`` every N steps and at the end; keys get ``eval/``.
+        resume_from: a checkpoint file to continue from exactly.
+        config: saved into every checkpoint.
+
+    Raises:
+        TrainingDiverged: the loss became NaN/Inf (the message names the step).
+    """
+    device = torch.device(device)
+    is_main = _is_main_process()
+    run_dir = Path(run_dir) if run_dir is not None and is_main else None
+    ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
+    step, rng_to_restore = 0, None
+    if resume_from is not None:
+        payload = load_checkpoint(resume_from, model, optimizer, scaler if amp.use_scaler else None,
+                                  map_location=device, scheduler=scheduler)
+        step, rng_to_restore = payload["step"], payload["rng"]
+        log.info("resumed from %s at step %d", resume_from, step)
+    steps_per_epoch = len(train_loader)
+    metrics = MetricsLogger(run_dir, tensorboard=tensorboard)
+    loss_meter, throughput = AverageMeter("loss"), ThroughputMeter()
+    result = TrainResult(step, [], [], [], "max_steps", run_dir, None)
+
+    def checkpoint() -> None:
+        if ckpt_dir is not None:
+            result.last_checkpoint = save_checkpoint(
+                ckpt_dir / checkpoint_name(step), model, optimizer, scaler if amp.use_scaler else None,
+                step=step, config=config, scheduler=scheduler, keep_last=keep_last)
+
+    def evaluate() -> None:
+        model.eval()
+        with torch.no_grad():
+            scores = {f"eval/{k}": float(v) for k, v in eval_fn(model).items()}
+        model.train()
+        result.eval_history.append({"step": step, **scores})
+        if is_main:
+            metrics.log(step, scores)
+            log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+
+    model.train()
+    bar = tqdm(total=max_steps, initial=step, disable=not (progress and is_main), desc="train",
+               dynamic_ncols=True)
+    try:
+        with _StopOnSignal() as stop:
+            while step < max_steps and stop.received is None:
+                epoch, offset = divmod(step, steps_per_epoch)
+                _start_epoch(train_loader, epoch)
+                batches = iter(train_loader)
+                for _ in range(offset):  # skip the batches this epoch already trained on
+                    next(batches)
+                if rng_to_restore is not None:  # after skipping, so skipping uses no randomness
+                    set_rng_state(rng_to_restore)
+                    rng_to_restore = None
+                for batch in batches:
+                    out = train_step(model, optimizer, to_device(batch, device), loss_fn,
+                                     scaler=scaler, amp=amp, grad_clip=grad_clip)
+                    if scheduler is not None:
+                        scheduler.step()
+                    step += 1
+                    loss = out.loss.item()  # one sync per step: needed for the NaN check anyway
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"The loss became {loss} at step {step}; no checkpoint was written for "
+                            f"it. Lower the learning rate (optim.lr), set trainer.grad_clip, or "
+                            f"run with trainer.overfit=32 to debug on a small fixed batch."
+                        )
+                    result.losses.append(loss)
+                    result.grad_norms.append(float(out.grad_norm))
+                    loss_meter.update(loss)
+                    throughput.tick(_batch_size(batch))
+                    bar.update(1)
+                    if step % log_every == 0 or step == max_steps:
+                        row = {"train/loss": loss_meter.avg, "train/lr": optimizer.param_groups[0]["lr"],
+                               "train/grad_norm": float(out.grad_norm),
+                               "perf/samples_per_s": throughput.rate(),
+                               **{f"train/{k}": float(v) for k, v in out.parts.items()}}
+                        if is_main:
+                            metrics.log(step, row)
+                        bar.set_postfix(loss=f"{loss_meter.avg:.4f}")
+                        loss_meter.reset()
+                    if eval_fn is not None and eval_every and step % eval_every == 0:
+                        evaluate()
+                    if ckpt_every and step % ckpt_every == 0:
+                        checkpoint()
+                    if step >= max_steps or stop.received is not None:
+                        break
+            if stop.received is not None:
+                result.stopped_by = stop.received
+                log.warning("%s received: stopping at step %d with a checkpoint", stop.received, step)
+        if eval_fn is not None and not (result.eval_history and result.eval_history[-1]["step"] == step):
+            evaluate()
+        if result.last_checkpoint is None or not result.last_checkpoint.name == checkpoint_name(step):
+            checkpoint()
+    finally:
+        bar.close()
+        metrics.close()
+    result.step = step
+    if result.last_checkpoint is not None:
+        log.info("checkpoint: %s", result.last_checkpoint)
+    return result

@@ -1,0 +1,128 @@
+"""Experiment configs: one YAML file per experiment, overridden on the command line as ``a.b=value``.
+
+A config may start with ``extends: NAME`` to inherit another config (its keys first, then this
+file's on top). Named configs live in ``labkit/configs/``; a path to any YAML file works too.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used as written; the message says what to change."""
+
+
+def available_configs() -> list[str]:
+    """Names of the configs shipped in ``labkit/configs/`` (files starting with ``_`` are bases)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _resolve_path(path_or_name: str | Path) -> Path:
+    path = Path(path_or_name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    named = CONFIG_DIR / f"{Path(path_or_name).stem}.yaml"
+    if named.exists() and path.parent == Path("."):
+        return named
+    names = ", ".join(available_configs())
+    close = difflib.get_close_matches(str(path_or_name), available_configs(), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(
+        f"No config named '{path_or_name}'.{hint} Pass a path to a YAML file or one of the "
+        f"configs in {CONFIG_DIR}: {names}."
+    )
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_config(path_or_name: str | Path) -> dict:
+    """Read a YAML config (``yaml.safe_load``) by file path or by name (``"p00_mnist"``).
+
+    Raises:
+        ConfigError: the file does not exist (the message lists the available names) or does
+            not hold a mapping at its top level.
+    """
+    path = _resolve_path(path_or_name)
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path} must hold a mapping (key: value lines), got {type(cfg).__name__}.")
+    parent = cfg.pop("extends", None)
+    if parent is not None:
+        cfg = _deep_merge(load_config(parent), cfg)
+    return cfg
+
+
+def _flat_keys(cfg: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in cfg.items():
+        full = f"{prefix}{key}"
+        keys.append(full)
+        if isinstance(value, dict):
+            keys.extend(_flat_keys(value, full + "."))
+    return keys
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``cfg`` with ``["a.b=1", "c=[1, 2]"]`` applied; values are parsed as YAML.
+
+    Only keys that exist may be overridden, so a typo cannot silently do nothing.
+
+    Raises:
+        ConfigError: malformed override or unknown key (naming the closest valid key).
+    """
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"Override '{item}' is not of the form key.sub=value (e.g. trainer.max_steps=100).")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = cfg
+        for depth, part in enumerate(parts):
+            is_leaf = depth == len(parts) - 1
+            if not isinstance(node, dict) or part not in node:
+                valid = _flat_keys(cfg)
+                close = difflib.get_close_matches(dotted, valid, n=1, cutoff=0.5)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(
+                    f"Unknown config key '{dotted}' in override '{item}'.{hint} "
+                    f"Only keys present in the config can be overridden; see the run's YAML file "
+                    f"for the full list."
+                )
+            if is_leaf:
+                node[part] = value
+            else:
+                node = node[part]
+    return cfg
+
+
+def get(cfg: dict, dotted: str, default: Any = None) -> Any:
+    """``get(cfg, "trainer.max_steps", 100)``: read a nested key with a default."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node

@@ -1,0 +1,85 @@
+"""Console logging with timestamps, TensorBoard writers, and a metrics logger for runs.
+
+Every run writes the same numbers three ways: the console (for now), ``metrics.jsonl`` (for
+scripts and the ``done`` checks) and TensorBoard events (for curves). Keys are namespaced:
+``train/loss``, ``eval/accuracy``, ``perf/samples_per_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger printing ``time level name: message`` to stderr (configured once for ``labkit``)."""
+    root = logging.getLogger("labkit")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+    return logging.getLogger(name if name.startswith("labkit") else f"labkit.{name}")
+
+
+def get_writer(log_dir: str | Path):
+    """A TensorBoard ``SummaryWriter`` writing into ``log_dir`` (view with ``make tb``)."""
+    from torch.utils.tensorboard import SummaryWriter  # imported lazily: tensorboard is slow to load
+
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+class MetricsLogger:
+    """Append ``{"step": s, key: value, ...}`` lines to ``metrics.jsonl`` and mirror them to TensorBoard.
+
+    With ``run_dir=None`` nothing is written (tests, notebooks that only want the numbers);
+    ``history`` always keeps every logged row in memory.
+    """
+
+    def __init__(self, run_dir: str | Path | None, tensorboard: bool = True):
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.history: list[dict[str, Any]] = []
+        self._file = None
+        self._writer = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+            if tensorboard:
+                self._writer = get_writer(self.run_dir / "tb")
+
+    @property
+    def writer(self):
+        """The TensorBoard writer (``None`` without a run folder), e.g. for ``add_image``."""
+        return self._writer
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        self.history.append(row)
+        if self._file is not None:
+            self._file.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}) + "\n")
+        if self._writer is not None:
+            for key, value in metrics.items():
+                self._writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``metrics.jsonl`` file (or of ``run_dir/metrics.jsonl``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
