@@ -30,9 +30,13 @@ from labkit.utils.seed import set_seed
 
 log = get_logger(__name__)
 
-# task name -> module with run(cfg, run_dir, device, resume_from) -> (result, setup)
+# config `task` -> "module:function"; the function is called as
+# fn(cfg, run_dir, device, resume_from) and returns a JSON-able summary dict
 TASKS = {
-    "classification": "labkit.tasks.classification",
+    "classification": "labkit.tasks.classification:cli_run",
+    "detection": "labkit.tasks.detection:cli_run",
+    "rl_dqn": "labkit.tasks.rl:cli_run_dqn",
+    "rl_pg": "labkit.tasks.rl:cli_run_pg",
 }
 
 RUNS_DIR = Path("runs")
@@ -73,11 +77,13 @@ def make_run_dir(cfg: dict, root: Path = RUNS_DIR) -> Path:
     return run_dir
 
 
-def task_module(cfg: dict):
+def task_function(cfg: dict):
+    """The function that runs the config's ``task``."""
     task = cfg.get("task")
     if task not in TASKS:
         raise ConfigError(f"Config task '{task}' is not one of: {', '.join(sorted(TASKS))}.")
-    return importlib.import_module(TASKS[task])
+    module, _, function = TASKS[task].partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = apply_overrides(cfg, args.overrides)
         if args.device:
             cfg["device"] = args.device
-        module = task_module(cfg)
+        run_task = task_function(cfg)
         device = get_device(cfg.get("device", "auto"))
         set_seed(cfg["seed"], deterministic=cfg.get("deterministic", False))
         if resume_path is not None:
@@ -112,14 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         (run_dir / f"config{suffix}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         (run_dir / f"env{suffix}.json").write_text(json.dumps(environment_info(device, cfg["seed"]), indent=2))
         log.info("run folder: %s", run_dir)
-        result, _ = module.run(cfg, run_dir, device, resume_from=resume_path)
+        summary = run_task(cfg, run_dir, device, resume_path)
     except (ConfigError, CheckpointError, DeviceError, DataError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    summary = {"run_dir": str(run_dir), "step": result.step, "stopped_by": result.stopped_by,
-               **result.last_eval}
-    print(json.dumps(summary))
-    return 130 if result.stopped_by != "max_steps" else 0
+    print(json.dumps({"run_dir": str(run_dir), **summary}))
+    return 130 if summary.get("stopped_by", "max_steps") != "max_steps" else 0
 
 
 if __name__ == "__main__":

@@ -173,6 +173,7 @@ def train(
     config: dict | None = None,
     progress: bool = True,
     tensorboard: bool = True,
+    before_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``max_steps`` optimizer steps (counting from a resumed step).
 
@@ -187,6 +188,9 @@ def train(
         eval_every: call ``eval_fn(model)`` every N steps and at the end; keys get ``eval/``.
         resume_from: a checkpoint file to continue from exactly.
         config: saved into every checkpoint.
+        before_step: ``before_step(step)`` runs before each optimizer step (0-based step about to
+            run), e.g. to unfreeze a backbone at a given step. Make it depend on ``step`` only,
+            so that a resumed run does the same.
 
     Raises:
         TrainingDiverged: the loss became NaN/Inf (the message names the step).
@@ -238,6 +242,8 @@ def train(
                     set_rng_state(rng_to_restore)
                     rng_to_restore = None
                 for batch in batches:
+                    if before_step is not None:
+                        before_step(step)
                     out = train_step(model, optimizer, to_device(batch, device), loss_fn,
                                      scaler=scaler, amp=amp, grad_clip=grad_clip)
                     if scheduler is not None:

@@ -31,7 +31,9 @@ def get_logger(name: str) -> logging.Logger:
 
 def get_writer(log_dir: str | Path):
     """A TensorBoard ``SummaryWriter`` writing into ``log_dir`` (view with ``make tb``)."""
-    from torch.utils.tensorboard import SummaryWriter  # imported lazily: tensorboard is slow to load
+    from torch.utils.tensorboard import (
+        SummaryWriter,  # imported lazily: tensorboard is slow to load
+    )
 
     return SummaryWriter(log_dir=str(log_dir))
 

@@ -1,0 +1,62 @@
+# ML Learning Lab. `make setup` once, then `make test`. `make help` lists the targets.
+PY := .venv/bin/python
+NOTEBOOKS := $(wildcard notebooks/[0-9]*.py)
+NB ?= 00_pytorch_warmup
+PARAMS ?=
+PHASE ?= p00
+export MPLBACKEND := Agg
+
+.PHONY: help setup test unit nbtest notebooks lint format tb lab rerun done bench clean
+
+help:
+	@echo "setup     create .venv with torch for this GPU, requirements, labkit, Jupyter kernel"
+	@echo "test      unit tests + every notebook through nbval (smoke settings)"
+	@echo "unit      unit tests only            nbtest  notebooks only"
+	@echo "notebooks regenerate notebooks/*.ipynb from the reviewed .py sources"
+	@echo "lint      ruff + black --check       format  black + import sorting"
+	@echo "tb        TensorBoard over runs/     lab     jupyter lab"
+	@echo "rerun     papermill rerun: make rerun NB=00_pytorch_warmup PARAMS='-p max_steps 3000'"
+	@echo "done      phase checks: make done PHASE=p00"
+	@echo "bench     benchmarks (trainer overhead, NMS)"
+
+setup:
+	bash scripts/setup_venv.sh
+
+test: unit nbtest
+
+unit:
+	$(PY) -m pytest -q tests
+
+# The .py files are the reviewed source; the paired .ipynb must match them (tests/test_notebooks.py).
+nbtest:
+	LABKIT_SMOKE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=300 notebooks/*.ipynb
+
+notebooks:
+	$(PY) -m jupytext --to ipynb $(NOTEBOOKS)
+
+lint:
+	bash scripts/lint.sh
+
+format:
+	bash scripts/format.sh
+
+tb:
+	bash scripts/run_tensorboard.sh
+
+lab:
+	.venv/bin/jupyter lab notebooks
+
+rerun:
+	mkdir -p runs/notebooks
+	$(PY) -m papermill -k python3 notebooks/$(NB).ipynb runs/notebooks/$(NB)-$$(date +%Y%m%d-%H%M%S).ipynb $(PARAMS)
+
+done:
+	$(PY) -m labkit.done $(PHASE)
+
+bench:
+	$(PY) benchmarks/bench_trainer.py
+	$(PY) benchmarks/bench_nms.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
