@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from labkit.trainers.rl_trainer import read_rl_checkpoint, train_dqn, train_pg, with_defaults
+from labkit.utils.checkpoint import CheckpointError
+from labkit.utils.config import ConfigError
 
 # Small and fast: a few hundred steps, no evaluation during training.
 DQN_TINY = {
@@ -50,16 +52,17 @@ def test_dqn_checkpoint_resume_is_exact(tmp_path):
     assert not list((tmp_path / "full" / "checkpoints").glob("*.tmp"))  # atomic writes
 
     mid = read_rl_checkpoint(checkpoints[0])  # weights_only=True inside: plain types only
-    after = mid["state"]["env_steps"]
-    assert after in (200, 201) and len(mid["replay"]["obs"]) == after
+    after = mid["step"]
+    assert after in (200, 201) and len(mid["extra"]["replay"]["obs"]) == after
+    assert mid["extra"]["state"]["env_steps"] == after and mid["extra"]["algo"] == "dqn"
 
     resumed = train_dqn(DQN_TINY, tmp_path / "resumed", resume_from=checkpoints[0], progress=False)
     expected, got = _losses(full, after), _losses(resumed, after)
     assert len(expected) >= 15 and got == expected  # identical TD losses, Q values, grad norms
     end_full = read_rl_checkpoint(checkpoints[1])
     end_resumed = read_rl_checkpoint(tmp_path / "resumed" / "checkpoints" / checkpoints[1].name)
-    for name, tensor in end_full["q_net"].items():
-        assert torch.equal(tensor, end_resumed["q_net"][name])
+    for name, tensor in end_full["model"].items():  # the online Q-network
+        assert torch.equal(tensor, end_resumed["model"][name])
     assert resumed["episodes"] == full["episodes"]
     assert resumed["final_eval_mean_return"] == full["final_eval_mean_return"]
 
@@ -68,10 +71,10 @@ def test_pg_checkpoint_resume_is_exact(tmp_path):
     full = train_pg(PG_TINY, tmp_path / "full", progress=False)
     first = sorted((tmp_path / "full" / "checkpoints").glob("step_*.pt"))[0]
     mid = read_rl_checkpoint(first)
-    assert mid["state"]["episodes"] == 6
+    assert mid["extra"]["state"]["episodes"] == 6
 
     resumed = train_pg(PG_TINY, tmp_path / "resumed", resume_from=first, progress=False)
-    after = mid["state"]["env_steps"]
+    after = mid["step"]
     assert len(_losses(full, after)) == 3 and _losses(resumed, after) == _losses(full, after)
     assert resumed["env_steps"] == full["env_steps"]
 
@@ -95,6 +98,33 @@ def test_run_folder_has_metrics_config_and_tensorboard(tmp_path):
 
 
 def test_unknown_config_key_fails_loudly():
-    with pytest.raises(KeyError, match="dqn.learning_rate"):
+    with pytest.raises(ConfigError, match="dqn.learning_rate"):
         with_defaults({"dqn": {"learning_rte": 0.1}}, "p30_dqn")
+    with pytest.raises(ConfigError, match="'pg.baseline' is 'mena'"):
+        with_defaults({"pg": {"baseline": "mena"}}, "p30_pg")
     assert with_defaults({"seed": 5}, "p30_pg")["pg"]["baseline"] == "value"
+
+
+def test_bad_checkpoints_raise_checkpoint_error(tmp_path):
+    train_pg({**PG_TINY, "pg": {**PG_TINY["pg"], "total_episodes": 2}}, tmp_path, progress=False)
+    good = sorted((tmp_path / "checkpoints").glob("step_*.pt"))[-1]
+    with pytest.raises(CheckpointError, match="No checkpoint at"):
+        read_rl_checkpoint(tmp_path / "checkpoints" / "step_99999999.pt")
+    truncated = tmp_path / "step_00000001.pt"
+    truncated.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_rl_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="written by the PG trainer"):
+        train_dqn({"dqn": {"total_env_steps": 10}}, resume_from=good, progress=False)
+    wider = {**PG_TINY, "pg": {**PG_TINY["pg"], "hidden": [32]}}
+    with pytest.raises(CheckpointError, match="actor-critic state does not fit"):
+        train_pg(wider, resume_from=tmp_path, progress=False)  # a run folder: its newest file
+
+
+def test_thread_count_is_left_alone_unless_asked():
+    before = torch.get_num_threads()
+    tiny = {**PG_TINY, "pg": {**PG_TINY["pg"], "total_episodes": 1}}
+    train_pg({**tiny, "torch_threads": None}, progress=False)
+    assert torch.get_num_threads() == before
+    train_pg({**tiny, "torch_threads": 2}, progress=False)  # asked for: set, then restored
+    assert torch.get_num_threads() == before

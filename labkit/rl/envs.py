@@ -12,7 +12,7 @@ must never be stored. And at step t the two flags mean different things:
 - ``truncated``: a time limit cut the episode; s_{t+1} is a normal state, so the target
   bootstraps from it: y = r + γ max_a Q(s_{t+1}, a). Under next-step autoreset s_{t+1} is exactly
   the obs returned by step t, so no ``final_obs`` lookup is needed.
-:func:`valid_transitions` applies both rules. Explained in notebooks/30_rl.py.
+:func:`valid_transitions` applies both rules. Explained in notebooks/30_rl_basics.py.
 """
 
 from __future__ import annotations

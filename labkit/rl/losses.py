@@ -3,7 +3,7 @@
 Notation: B = batch of transitions, T = time steps of a rollout, N = number of actions.
 ``terminated`` means the next state is terminal (no future reward); a time-limit truncation is
 NOT terminal and must be passed as ``terminated = 0`` (see labkit/rl/envs.py).
-Explained in notebooks/30_rl.py.
+Explained in notebooks/30_rl_basics.py.
 """
 
 from __future__ import annotations

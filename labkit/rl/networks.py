@@ -1,7 +1,7 @@
 """Small MLPs for vector observations: a Q-network, a policy, a value function, an actor-critic.
 
 Shapes: observations [B, obs_dim] float32; N = number of discrete actions.
-Explained in notebooks/30_rl.py.
+Explained in notebooks/30_rl_basics.py.
 """
 
 from __future__ import annotations

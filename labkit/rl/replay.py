@@ -3,7 +3,7 @@
 Sampling old transitions uniformly breaks the correlation between consecutive updates and lets
 each transition be learned from many times. Storage is preallocated so that adding is an index
 write, and the buffer's ``state_dict`` makes checkpoints resume exactly.
-Explained in notebooks/30_rl.py.
+Explained in notebooks/30_rl_basics.py.
 """
 
 from __future__ import annotations

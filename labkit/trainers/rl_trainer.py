@@ -9,15 +9,21 @@ Both loops stop as soon as the greedy policy is "solved": a quick evaluation rea
 Metric keys: ``charts/episodic_return``, ``charts/episodic_length``, ``charts/epsilon``,
 ``losses/td_loss``, ``losses/q_values``, ``losses/policy_loss``, ``losses/value_loss``,
 ``losses/entropy``, ``losses/grad_norm``, ``eval/mean_return``, ``eval/std_return``.
-Explained in notebooks/30_rl.py.
+
+Checkpoints are ``labkit.utils.checkpoint`` files (atomic writes, ``weights_only=True`` reads):
+the online network is the checkpoint's ``model``, everything else a run needs to continue
+exactly (target network, replay buffer, env state, counters, RNGs) rides in its ``extra``.
+Explained in notebooks/30_rl_basics.py.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
-import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +43,19 @@ from labkit.rl.envs import (
     valid_transitions,
 )
 from labkit.rl.networks import ActorCritic, QNetwork
-from labkit.rl.pg import collect_episode, reinforce_update
+from labkit.rl.pg import BASELINES, collect_episode, reinforce_update
 from labkit.rl.replay import ReplayBuffer
+from labkit.utils.checkpoint import (
+    CheckpointError,
+    checkpoint_name,
+    latest_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from labkit.utils.config import ConfigError, get
 from labkit.utils.device import get_device
 from labkit.utils.logging import MetricsLogger, get_logger
-from labkit.utils.seed import get_rng_state, set_rng_state, set_seed
+from labkit.utils.seed import set_rng_state, set_seed
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 log = get_logger(__name__)
@@ -62,21 +76,30 @@ def train_dqn(
     """Train DQN on ``cfg["env"]["id"]``; see labkit/configs/p30_dqn.yaml for every key.
 
     Args:
-        cfg: nested config; missing keys take the values of p30_dqn.yaml, unknown keys raise.
+        cfg: nested config; missing keys take the values of p30_dqn.yaml, unknown keys raise
+            ``ConfigError``.
         run_dir: folder for metrics.jsonl, TensorBoard events, config.yaml and checkpoints/
             (``None``: keep everything in memory).
-        resume_from: a checkpoint written by this function; the run continues exactly.
+        resume_from: a checkpoint file (or a run folder: its newest checkpoint) written by this
+            function; the run continues exactly.
         progress: show a tqdm bar.
 
     Returns:
         Summary: ``env_steps``, ``episodes``, ``updates``, ``wall_time_s``, ``solved``,
         ``solved_at_env_step``, ``final_eval_mean_return``, ``eval_history`` and ``metrics``
         (every logged row).
+
+    Raises:
+        ConfigError: unknown config key. CheckpointError: unusable ``resume_from``.
     """
     cfg = with_defaults(cfg, "p30_dqn")
+    with torch_threads(cfg["torch_threads"]):
+        return _train_dqn(cfg, run_dir, resume_from, progress)
+
+
+def _train_dqn(cfg: dict, run_dir, resume_from, progress: bool) -> dict[str, Any]:
     c, ev = cfg["dqn"], cfg["eval"]
     seed, device = cfg["seed"], get_device(cfg["device"])
-    torch.set_num_threads(cfg["torch_threads"])
     set_seed(seed)
     rng = torch.Generator().manual_seed(seed)  # ε-greedy coin flips and replay sampling
 
@@ -94,22 +117,27 @@ def train_dqn(
     autoreset = np.zeros(envs.num_envs, dtype=bool)  # sub-envs whose next step is a reset
     state = {"env_steps": 0, "episodes": 0, "updates": 0, "wall_time_s": 0.0, "eval_history": []}
     if resume_from is not None:
-        ckpt = read_rl_checkpoint(resume_from)
-        q_net.load_state_dict(ckpt["q_net"])
+        resume_from = latest_checkpoint(resume_from)
+        ckpt = read_rl_checkpoint(resume_from, algo="dqn")
+        extra = ckpt["extra"]
+        parts = [
+            ("Q-network", q_net.load_state_dict, ckpt["model"]),
+            ("optimizer", optimizer.load_state_dict, ckpt["optimizer"]),
+            ("replay buffer", replay.load_state_dict, extra["replay"]),
+            ("env", partial(set_env_state, envs), extra["env"]),
+        ]
         if target_net is not None:
-            target_net.load_state_dict(ckpt["target_net"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        replay.load_state_dict(ckpt["replay"])
-        set_env_state(envs, ckpt["env"])
-        obs, autoreset = ckpt["obs"].numpy(), ckpt["autoreset"].numpy()
-        state = ckpt["state"]
-        set_rng_state(ckpt["rng"]["global"])
-        rng.set_state(ckpt["rng"]["generator"])
+            parts.append(("target network", target_net.load_state_dict, extra["target_net"]))
+        _restore(resume_from, parts)
+        obs, autoreset = extra["obs"].numpy(), extra["autoreset"].numpy()
+        state = extra["state"]
+        set_rng_state(ckpt["rng"])
+        rng.set_state(extra["generator"])
 
     def greedy(o: torch.Tensor) -> torch.Tensor:
         return q_net(o.to(device)).argmax(dim=1)
 
-    logger = _start_run(run_dir, cfg)
+    logger = _start_run(run_dir, cfg, resuming=resume_from is not None)
     bar = tqdm(total=c["total_env_steps"], initial=state["env_steps"], disable=not progress)
     started = time.perf_counter() - state["wall_time_s"]
     last_update: dict[str, float] = {}
@@ -171,41 +199,37 @@ def train_dqn(
                     break
         if run_dir is not None and _crossings(before, now, cfg["checkpoint"]["every_env_steps"]):
             state["wall_time_s"] = time.perf_counter() - started
-            write_rl_checkpoint(
-                _checkpoint_path(run_dir, now),
-                _dqn_checkpoint(
-                    cfg, q_net, target_net, optimizer, replay, envs, obs, autoreset, state, rng
-                ),
+            _save_dqn(
+                run_dir, cfg, q_net, target_net, optimizer, replay, envs, obs, autoreset, state, rng
             )
     bar.close()
 
     state["wall_time_s"] = time.perf_counter() - started
     if run_dir is not None:
-        write_rl_checkpoint(
-            _checkpoint_path(run_dir, state["env_steps"]),
-            _dqn_checkpoint(
-                cfg, q_net, target_net, optimizer, replay, envs, obs, autoreset, state, rng
-            ),
+        _save_dqn(
+            run_dir, cfg, q_net, target_net, optimizer, replay, envs, obs, autoreset, state, rng
         )
     envs.close()
     return _finish(greedy, cfg, state, solved_at, logger)
 
 
-def _dqn_checkpoint(cfg, q_net, target_net, optimizer, replay, envs, obs, autoreset, state, rng):
-    """Everything ``train_dqn`` needs to continue exactly, as tensors and plain types."""
-    return {
-        "algo": "dqn",
-        "config": cfg,
-        "q_net": q_net.state_dict(),
-        "target_net": None if target_net is None else target_net.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "replay": replay.state_dict(),
-        "env": get_env_state(envs),
-        "obs": torch.as_tensor(obs),
-        "autoreset": torch.as_tensor(autoreset),
-        "state": copy.deepcopy(state),
-        "rng": {"global": get_rng_state(), "generator": rng.get_state()},
-    }
+def _save_dqn(run_dir, cfg, q_net, target_net, optimizer, replay, envs, obs, autoreset, state, rng):
+    """Everything ``train_dqn`` needs to continue exactly (the global RNGs are saved too)."""
+    return save_checkpoint(
+        _checkpoint_path(run_dir, state["env_steps"]),
+        q_net,
+        optimizer,
+        step=state["env_steps"],
+        config=cfg,
+        algo="dqn",
+        target_net=target_net,  # a module: saved by its state_dict (None without one)
+        replay=replay,  # ReplayBuffer.state_dict(): the filled rows and the write position
+        env=get_env_state(envs),
+        obs=torch.as_tensor(obs),
+        autoreset=torch.as_tensor(autoreset),
+        state=copy.deepcopy(state),
+        generator=rng.get_state(),
+    )
 
 
 # ==============================================================================================
@@ -222,13 +246,17 @@ def train_pg(
 ) -> dict[str, Any]:
     """Train REINFORCE with baseline; see labkit/configs/p30_pg.yaml for every key.
 
-    Arguments and returned summary as :func:`train_dqn` (``updates`` counts gradient steps,
-    one per ``pg.episodes_per_update`` episodes).
+    Arguments, returned summary and errors as :func:`train_dqn` (``updates`` counts gradient
+    steps, one per ``pg.episodes_per_update`` episodes).
     """
     cfg = with_defaults(cfg, "p30_pg")
+    with torch_threads(cfg["torch_threads"]):
+        return _train_pg(cfg, run_dir, resume_from, progress)
+
+
+def _train_pg(cfg: dict, run_dir, resume_from, progress: bool) -> dict[str, Any]:
     c, ev = cfg["pg"], cfg["eval"]
     seed, device = cfg["seed"], get_device(cfg["device"])
-    torch.set_num_threads(cfg["torch_threads"])
     set_seed(seed)
     rng = torch.Generator().manual_seed(seed)  # action sampling
 
@@ -240,18 +268,23 @@ def train_pg(
 
     state = {"env_steps": 0, "episodes": 0, "updates": 0, "wall_time_s": 0.0, "eval_history": []}
     if resume_from is not None:
-        ckpt = read_rl_checkpoint(resume_from)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        set_env_state(env, ckpt["env"])
-        state = ckpt["state"]
-        set_rng_state(ckpt["rng"]["global"])
-        rng.set_state(ckpt["rng"]["generator"])
+        resume_from = latest_checkpoint(resume_from)
+        ckpt = read_rl_checkpoint(resume_from, algo="pg")
+        extra = ckpt["extra"]
+        parts = [
+            ("actor-critic", model.load_state_dict, ckpt["model"]),
+            ("optimizer", optimizer.load_state_dict, ckpt["optimizer"]),
+            ("env", partial(set_env_state, env), extra["env"]),
+        ]
+        _restore(resume_from, parts)
+        state = extra["state"]
+        set_rng_state(ckpt["rng"])
+        rng.set_state(extra["generator"])
 
     def greedy(o: torch.Tensor) -> torch.Tensor:
         return model.logits(o.to(device)).argmax(dim=1)
 
-    logger = _start_run(run_dir, cfg)
+    logger = _start_run(run_dir, cfg, resuming=resume_from is not None)
     bar = tqdm(total=c["total_episodes"], initial=state["episodes"], disable=not progress)
     started = time.perf_counter() - state["wall_time_s"]
     solved_at = None
@@ -300,63 +333,90 @@ def train_pg(
                     break
         if run_dir is not None and _crossings(before, now, cfg["checkpoint"]["every_episodes"]):
             state["wall_time_s"] = time.perf_counter() - started
-            write_rl_checkpoint(
-                _checkpoint_path(run_dir, state["env_steps"]),
-                _pg_checkpoint(cfg, model, optimizer, env, state, rng),
-            )
+            _save_pg(run_dir, cfg, model, optimizer, env, state, rng)
     bar.close()
 
     state["wall_time_s"] = time.perf_counter() - started
     if run_dir is not None:
-        write_rl_checkpoint(
-            _checkpoint_path(run_dir, state["env_steps"]),
-            _pg_checkpoint(cfg, model, optimizer, env, state, rng),
-        )
+        _save_pg(run_dir, cfg, model, optimizer, env, state, rng)
     env.close()
     return _finish(greedy, cfg, state, solved_at, logger)
 
 
-def _pg_checkpoint(cfg, model, optimizer, env, state, rng):
-    """Everything ``train_pg`` needs to continue exactly, as tensors and plain types."""
-    return {
-        "algo": "pg",
-        "config": cfg,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "env": get_env_state(env),
-        "state": copy.deepcopy(state),
-        "rng": {"global": get_rng_state(), "generator": rng.get_state()},
-    }
+def _save_pg(run_dir, cfg, model, optimizer, env, state, rng) -> Path:
+    """Everything ``train_pg`` needs to continue exactly (the global RNGs are saved too)."""
+    return save_checkpoint(
+        _checkpoint_path(run_dir, state["env_steps"]),
+        model,
+        optimizer,
+        step=state["env_steps"],
+        config=cfg,
+        algo="pg",
+        env=get_env_state(env),
+        state=copy.deepcopy(state),
+        generator=rng.get_state(),
+    )
 
 
 # ==============================================================================================
-# Checkpoint read / write (the two functions to swap for labkit.utils.checkpoint)
+# Checkpoints: labkit.utils.checkpoint files with the RL state in ``extra``
 # ==============================================================================================
 
 
-def write_rl_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """``torch.save`` to a temporary file, then ``os.replace``: a crash never leaves half a file.
+def read_rl_checkpoint(path: str | Path, algo: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`train_dqn` or :func:`train_pg` (``weights_only=True``).
 
-    ``payload`` must hold only tensors and plain types, so :func:`read_rl_checkpoint` can use
-    ``torch.load(weights_only=True)``.
+    Args:
+        path: a ``step_*.pt`` file, a ``checkpoints/`` folder or a run folder (newest file).
+        algo: ``"dqn"`` or ``"pg"`` to insist on one kind.
+
+    Returns:
+        The :func:`labkit.utils.checkpoint.save_checkpoint` payload: ``model`` (the online
+        Q-network or the actor-critic), ``optimizer``, ``step`` (env steps), ``config``, ``rng``
+        (global RNGs) and ``extra`` (``algo``, ``state`` with the counters, ``env``,
+        ``generator``; for DQN also ``target_net``, ``replay``, ``obs``, ``autoreset``).
+
+    Raises:
+        CheckpointError: missing, truncated or corrupt file, not an RL checkpoint, or the
+            other algorithm's.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # atomic on POSIX and Windows
-    return path
-
-
-def read_rl_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint of :func:`write_rl_checkpoint` (``weights_only=True``: no code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No RL checkpoint at '{path}'; expected a file like runs/p30_dqn/<run>/checkpoints/"
-            f"step_00010000.pt written by train_dqn or train_pg."
+    path = latest_checkpoint(path)
+    payload = read_checkpoint(path)
+    found = payload.get("extra", {}).get("algo")
+    if found not in ("dqn", "pg"):
+        raise CheckpointError(
+            f"'{path}' is a labkit checkpoint but not an RL one (no extra['algo']); resume RL runs "
+            f"from runs/p30_dqn/... or runs/p30_pg/... checkpoints."
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if algo is not None and found != algo:
+        raise CheckpointError(
+            f"'{path}' was written by the {found.upper()} trainer, not {algo.upper()}; resume it "
+            f"with its own config (python -m labkit.train p30_{found} --resume ...)."
+        )
+    return payload
+
+
+def _restore(path: Path, parts: list[tuple[str, Callable[[Any], Any], Any]]) -> None:
+    """Call ``load(state)`` for each ``(name, load, state)``; a mismatch is a ``CheckpointError``.
+
+    A state that does not fit (other network widths, replay capacity, number of envs) means the
+    checkpoint was made with another config: say so, instead of torch's size-mismatch trace.
+    """
+    for name, load, state in parts:
+        if state is None:
+            raise CheckpointError(
+                f"Checkpoint '{path}' holds no {name} state (was it written with "
+                f"dqn.target_network=false?). Resume with the config saved in its run folder."
+            )
+        try:
+            load(state)
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise CheckpointError(
+                f"Checkpoint '{path}': the {name} state does not fit this run ({first_line}). "
+                f"It was made with a different config; resume with the config saved in its run "
+                f"folder (the CLI's --resume does that)."
+            ) from None
 
 
 # ==============================================================================================
@@ -365,13 +425,24 @@ def read_rl_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def with_defaults(cfg: dict, name: str) -> dict:
-    """``cfg`` on top of labkit/configs/<name>.yaml; keys unknown to the YAML raise ``KeyError``.
+    """``cfg`` on top of labkit/configs/<name>.yaml; keys unknown to the YAML raise ``ConfigError``.
 
     So a partial config (a test's ``{"dqn": {"total_env_steps": 500}}``) runs, and a typo such
     as ``dqn.learning_rte`` fails loudly instead of silently using the default.
     """
     defaults = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
-    return _merge_known(defaults, cfg, prefix="")
+    merged = _merge_known(defaults, cfg, prefix="")
+    for dotted, allowed in _CHOICES.items():
+        value = get(merged, dotted, default=allowed[0])
+        if value not in allowed:
+            raise ConfigError(
+                f"Config key '{dotted}' is {value!r}; expected one of {', '.join(map(repr, allowed))}."
+            )
+    return merged
+
+
+# keys with a fixed set of values, checked before anything runs (the first value is the default)
+_CHOICES = {"dqn.loss": ("huber", "mse"), "pg.baseline": BASELINES}
 
 
 def _merge_known(base: dict, top: dict, prefix: str) -> dict:
@@ -383,7 +454,7 @@ def _merge_known(base: dict, top: dict, prefix: str) -> dict:
                 continue
             close = difflib.get_close_matches(key, list(base), n=1)
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
-            raise KeyError(
+            raise ConfigError(
                 f"Unknown config key '{prefix}{key}'.{hint} Valid keys under '{prefix[:-1]}': "
                 f"{', '.join(base)}."
             )
@@ -392,6 +463,25 @@ def _merge_known(base: dict, top: dict, prefix: str) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` intra-op torch threads, then restore the previous count.
+
+    ``None`` leaves torch's setting alone: a library call should not change a process-wide
+    knob as a side effect. The RL configs may ask for 1, because the matmuls of a 2-layer MLP on
+    4 numbers are too small for threads to pay off.
+    """
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _crossings(before: int, now: int, every: int) -> int:
@@ -404,15 +494,21 @@ def _crossings(before: int, now: int, every: int) -> int:
     return now // every - before // every
 
 
-def _start_run(run_dir: str | Path | None, cfg: dict) -> MetricsLogger:
+def _start_run(run_dir: str | Path | None, cfg: dict, resuming: bool) -> MetricsLogger:
+    """The metrics logger; a new run folder also gets the resolved config.yaml.
+
+    A resumed run appends to the folder's metrics.jsonl and keeps its config.yaml (the CLI
+    writes the resumed config beside it as config.resume<step>.yaml).
+    """
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(run_dir) / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        if not resuming:
+            (Path(run_dir) / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return MetricsLogger(run_dir)
 
 
 def _checkpoint_path(run_dir: str | Path, env_steps: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"step_{env_steps:08d}.pt"
+    return Path(run_dir) / "checkpoints" / checkpoint_name(env_steps)
 
 
 def _evaluate_and_log(greedy, cfg: dict, step: int, state: dict, logger: MetricsLogger) -> bool:

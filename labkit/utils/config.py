@@ -112,6 +112,8 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
                     f"for the full list."
                 )
             if is_leaf:
+                if isinstance(node[part], str) and isinstance(value, bool):
+                    value = raw.strip()  # YAML 1.1 reads off/on/yes/no as booleans: keep the word
                 node[part] = value
             else:
                 node = node[part]

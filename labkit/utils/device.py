@@ -44,7 +44,7 @@ AMP_OFF = AmpPolicy(False, None, False, "AMP off")
 
 
 def amp_policy(
-    device_type: str, capability: tuple[int, int] | None = None, requested: str = "auto"
+    device_type: str, capability: tuple[int, int] | None = None, requested: str | bool = "auto"
 ) -> AmpPolicy:
     """Decide mixed precision from the device and the config's ``amp`` value.
 
@@ -56,6 +56,8 @@ def amp_policy(
     Raises:
         DeviceError: an unknown value, or bf16 asked for on a GPU without native bf16.
     """
+    if requested is False:  # `amp: off` in a YAML file reads as False
+        requested = "off"
     if requested not in ("auto", "off", "fp16", "bf16"):
         raise DeviceError(f"amp must be one of auto, off, fp16, bf16; got '{requested}'.")
     if requested == "off":

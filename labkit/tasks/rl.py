@@ -1,0 +1,285 @@
+"""P30's task: DQN and REINFORCE with baseline on CartPole-v1, over seeds, working and broken.
+
+``run(cfg, run_dir)`` trains one config (its ``task`` picks the algorithm); ``run_seeds`` repeats
+a config over seeds; ``run_failure_mode`` trains a named broken variant (:data:`FAILURE_MODES`,
+each a one-line config override) next to the working config and returns both sets of learning
+curves. The CLI (``python -m labkit.train p30_dqn``), notebooks/30_rl_basics.py and
+``python -m labkit.done p30`` all call these.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from labkit.done import Check
+from labkit.trainers.rl_trainer import train_dqn, train_pg
+from labkit.utils.config import ConfigError, apply_overrides, load_config
+
+TRAINERS = {"rl_dqn": train_dqn, "rl_pg": train_pg}
+BUDGET_KEYS = {"rl_dqn": "dqn.total_env_steps", "rl_pg": "pg.total_episodes"}
+X_AXES = {"rl_dqn": "env_steps", "rl_pg": "episodes"}  # what each algorithm's budget counts
+SUMMARY_KEYS = ("env_steps", "episodes", "updates", "wall_time_s", "solved")
+SUMMARY_KEYS += ("solved_at_env_step", "final_eval_mean_return")
+
+
+def run(
+    cfg: dict,
+    run_dir: str | Path | None = None,
+    *,
+    resume_from: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``cfg`` with the trainer its ``task`` names (``rl_dqn`` or ``rl_pg``).
+
+    Returns the trainer's summary (see :func:`labkit.trainers.rl_trainer.train_dqn`).
+    """
+    return _trainer(cfg)(cfg, run_dir, resume_from=resume_from, progress=progress)
+
+
+def cli_run_dqn(cfg: dict, run_dir: Path, device: torch.device, resume_from=None) -> dict:
+    """``python -m labkit.train p30_dqn``: train and return a JSON-able summary."""
+    return _cli_run(cfg, run_dir, device, resume_from)
+
+
+def cli_run_pg(cfg: dict, run_dir: Path, device: torch.device, resume_from=None) -> dict:
+    """``python -m labkit.train p30_pg``: train and return a JSON-able summary."""
+    return _cli_run(cfg, run_dir, device, resume_from)
+
+
+def _cli_run(cfg: dict, run_dir: Path, device: torch.device, resume_from) -> dict:
+    cfg = {**cfg, "device": str(device)}  # the device the CLI resolved (--device wins)
+    summary = run(cfg, run_dir, resume_from=resume_from)
+    # The per-step rows are in run_dir/metrics.jsonl; the CLI prints only the headline numbers.
+    return {key: summary[key] for key in SUMMARY_KEYS}
+
+
+def _trainer(cfg: dict):
+    task = cfg.get("task")
+    if task not in TRAINERS:
+        raise ConfigError(
+            f"RL config task '{task}' is not one of {', '.join(TRAINERS)}; start from "
+            f"labkit/configs/p30_dqn.yaml or p30_pg.yaml."
+        )
+    return TRAINERS[task]
+
+
+# ---------------------------------------------------------------------------------------------
+# Several seeds
+
+
+def run_seeds(
+    cfg: dict | str,
+    seeds: Sequence[int],
+    overrides: Sequence[str] = (),
+    *,
+    run_root: str | Path | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Train one config once per seed; RL results vary so much by seed that one run says little.
+
+    Args:
+        cfg: a config dict or a config name (``"p30_dqn"``).
+        seeds: e.g. ``[1, 2, 3]``; each run is otherwise identical.
+        overrides: ``key=value`` strings applied before the seed (e.g. a failure mode).
+        run_root: if given, run ``i`` writes its folder ``run_root/s<seed>``.
+
+    Returns:
+        The trainers' summaries in seed order, each with ``seed`` and ``overrides`` added.
+    """
+    base = apply_overrides(_as_config(cfg), list(overrides))
+    summaries = []
+    for seed in seeds:
+        run_dir = None if run_root is None else Path(run_root) / f"s{seed}"
+        summary = run(apply_overrides(base, [f"seed={seed}"]), run_dir, progress=progress)
+        summaries.append({"seed": seed, "overrides": list(overrides), **summary})
+    return summaries
+
+
+def eval_curves(
+    summaries: list[dict], x: str = "env_steps", points: int = 60
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy-evaluation curves of several runs on one shared x grid, ready for mean ± band plots.
+
+    Each run's curve is a step function: at grid point x it is the latest evaluation at or
+    before x (NaN before its first). After a run ends it keeps its last value: a run that
+    stopped because it was solved keeps its final policy, and so its return.
+
+    Args:
+        summaries: trainer summaries (with ``eval_history``).
+        x: ``"env_steps"`` or ``"episodes"``.
+
+    Returns:
+        ``grid`` [G] and ``returns`` [S, G] (S = len(summaries), G = ``points``).
+    """
+    histories = [s["eval_history"] for s in summaries]
+    end = max(record[x] for history in histories for record in history)
+    grid = np.linspace(0, end, points)  # [G]
+    returns = np.full((len(histories), points), np.nan)  # [S, G]
+    for i, history in enumerate(histories):
+        xs = np.array([record[x] for record in history])  # [K] ascending
+        ys = np.array([record["mean_return"] for record in history])  # [K]
+        latest = np.searchsorted(xs, grid, side="right") - 1  # [G] index of the latest eval
+        returns[i] = np.where(latest >= 0, ys[np.maximum(latest, 0)], np.nan)
+    return grid, returns
+
+
+# ---------------------------------------------------------------------------------------------
+# Failure modes: each a one-line override of a working config
+
+
+@dataclass(frozen=True)
+class FailureMode:
+    config: str  # the working config it breaks
+    overrides: tuple[str, ...]  # the one-line change
+    what: str  # what the change does
+    why: str  # why it hurts
+
+
+FAILURE_MODES: dict[str, FailureMode] = {
+    "dqn_no_target_network": FailureMode(
+        "p30_dqn",
+        ("dqn.target_network=false",),
+        "bootstrap y = r + γ max Q(s', ·; θ) from the network being trained",
+        "every update moves its own target: the deadly triad (function approximation, "
+        "bootstrapping, off-policy data) without the brake; Q values chase themselves",
+    ),
+    "dqn_no_replay": FailureMode(
+        "p30_dqn",
+        ("dqn.buffer_size=64",),
+        "a 64-transition buffer (= batch size): each update sees only the newest transitions",
+        "consecutive transitions are strongly correlated and the network forgets earlier "
+        "states; 128 updates in a row on the same 64 rows overfit them",
+    ),
+    "dqn_rewards_x100": FailureMode(
+        "p30_dqn",
+        ("dqn.reward_scale=100",),
+        "rewards ×100, so returns and Q values of order 10⁴",
+        "Huber loss clips the gradient at |TD error| > 1, so Q must climb 100× further with "
+        "the same step size; targets and learning rate no longer match the scale",
+    ),
+    "dqn_little_exploration": FailureMode(
+        "p30_dqn",
+        ("dqn.epsilon_start=0.05", "dqn.exploration_steps=0"),
+        "ε = 0.05 from the first step instead of annealing from 1.0",
+        "the untrained network's argmax picks the data: the buffer fills with one-sided "
+        "failures and the agent rarely sees the states good actions lead to",
+    ),
+    "pg_no_baseline": FailureMode(
+        "p30_pg",
+        ("pg.baseline=none", "pg.normalize_advantages=false"),
+        "plain REINFORCE: weight log π(a_t|s_t) by the raw return G_t",
+        "all G_t > 0 on CartPole, so every action taken is pushed up, good or bad; only the "
+        "difference in size tells them apart: an unbiased but very noisy gradient",
+    ),
+    "pg_rewards_x100": FailureMode(
+        "p30_pg",
+        ("pg.reward_scale=100", "pg.normalize_advantages=false"),
+        "rewards ×100 with the value baseline but no advantage normalisation",
+        "advantages and the value loss are 100× (10⁴× for the MSE) larger: the value net "
+        "cannot keep up and gradient clipping turns the update into a noisy fixed-size step",
+    ),
+    "pg_little_exploration": FailureMode(
+        "p30_pg",
+        ("pg.entropy_coef=0", "pg.learning_rate=0.05"),
+        "a 25× larger learning rate and no entropy bonus",
+        "a few big steps make π nearly deterministic before it has found good behaviour; "
+        "with π(a|s) ≈ 1, log π has no gradient left and exploration is over",
+    ),
+}
+
+
+def run_failure_mode(
+    name: str,
+    seeds: Sequence[int],
+    *,
+    budget: int | None = None,
+    overrides: Sequence[str] = (),
+    with_working: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train the failure mode ``name`` (and the working config) over ``seeds``; return the curves.
+
+    Args:
+        name: a key of :data:`FAILURE_MODES`.
+        budget: env steps (DQN) or episodes (PG) per run; ``None`` keeps the config's.
+        overrides: applied to both variants (e.g. ``torch_threads=1``).
+        with_working: also train the unbroken config, for a side-by-side plot.
+
+    Returns:
+        ``{"name", "mode" (the FailureMode), "x" ("env_steps" | "episodes"), "grid" [G],
+        "broken" [S, G], "working" [S, G] or None, "summaries": {"broken": [...],
+        "working": [...]}}``; curves hold the greedy evaluation return (see :func:`eval_curves`).
+    """
+    if name not in FAILURE_MODES:
+        raise ConfigError(f"No failure mode '{name}'; choose one of: {', '.join(FAILURE_MODES)}.")
+    mode = FAILURE_MODES[name]
+    cfg = load_config(mode.config)
+    common = [*overrides] + ([] if budget is None else [f"{BUDGET_KEYS[cfg['task']]}={budget}"])
+    summaries = {"broken": run_seeds(cfg, seeds, [*common, *mode.overrides], progress=progress)}
+    if with_working:
+        summaries["working"] = run_seeds(cfg, seeds, common, progress=progress)
+    x = X_AXES[cfg["task"]]
+    grid, curves = eval_curves(sum(summaries.values(), []), x)  # one grid for both: [2S, G]
+    n = len(seeds)
+    return {
+        "name": name,
+        "mode": mode,
+        "x": x,
+        "grid": grid,
+        "broken": curves[:n],
+        "working": curves[n:] if with_working else None,
+        "summaries": summaries,
+    }
+
+
+def _as_config(cfg: dict | str) -> dict:
+    return load_config(cfg) if isinstance(cfg, str) else cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# "Done when" checks for P30 (python -m labkit.done p30)
+
+DONE_SEEDS = (1, 2, 3)
+THRESHOLD = 475.0  # CartPole-v1's "solved": mean return over 100 greedy evaluation episodes
+
+
+def _check_solves(config: str, label: str, budget: str, seeds=DONE_SEEDS, need: int = 2) -> Check:
+    start = time.perf_counter()
+    # One thread: a 2-layer MLP on 4 numbers is faster without intra-op threading.
+    summaries = run_seeds(config, seeds, ["torch_threads=1"])
+    solved = [s for s in summaries if s["solved"]]
+    per_seed = [
+        (
+            f"seed {s['seed']}: {s['env_steps']:,} env steps / {s['episodes']} episodes / "
+            f"{s['wall_time_s']:.0f} s"
+            if s["solved"]
+            else f"seed {s['seed']}: not solved in {s['env_steps']:,} env steps"
+        )
+        + f" (100-ep mean {s['final_eval_mean_return']:.0f})"
+        for s in summaries
+    ]
+    measured = f"{len(solved)}/{len(seeds)} solved; " + "; ".join(per_seed)
+    target = f">= {THRESHOLD:.0f} in >= {need}/{len(seeds)} seeds, {budget}"
+    return Check(label, target, measured, len(solved) >= need, time.perf_counter() - start)
+
+
+def check_p30_dqn() -> Check:
+    """(a) DQN solves CartPole-v1 (>= 475 over 100 greedy episodes) in >= 2 of 3 seeds."""
+    budget = load_config("p30_dqn")["dqn"]["total_env_steps"]
+    return _check_solves("p30_dqn", "DQN solves CartPole-v1", f"<= {budget:,} env steps")
+
+
+def check_p30_pg() -> Check:
+    """(b) REINFORCE with baseline solves CartPole-v1 in >= 2 of 3 seeds."""
+    budget = load_config("p30_pg")["pg"]["total_episodes"]
+    return _check_solves("p30_pg", "REINFORCE+baseline solves CartPole-v1", f"<= {budget} episodes")
+
+
+DONE_CHECKS = [check_p30_dqn, check_p30_pg]
