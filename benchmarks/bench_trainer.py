@@ -57,14 +57,27 @@ def bare_loop(device: torch.device, steps: int) -> tuple[list[float], torch.nn.M
 def labkit_loop(device: torch.device, steps: int) -> tuple[list[float], torch.nn.Module]:
     model, optimizer, loader = setup(device)
     stamps = []
-    train(model, optimizer, loader, cross_entropy_loss, max_steps=steps, device=device, progress=False,
-          log_every=50, before_step=lambda step: stamps.append(time.perf_counter()))
+    train(
+        model,
+        optimizer,
+        loader,
+        cross_entropy_loss,
+        max_steps=steps,
+        device=device,
+        progress=False,
+        log_every=50,
+        before_step=lambda step: stamps.append(time.perf_counter()),
+    )
     stamps.append(time.perf_counter())
-    return [b - a for a, b in zip(stamps, stamps[1:])][:-1], model  # last gap includes the final save
+    return [b - a for a, b in zip(stamps, stamps[1:])][
+        :-1
+    ], model  # last gap includes the final save
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
@@ -76,13 +89,19 @@ def main() -> None:
         bare_times += times[5:]
         times, lab_model = labkit_loop(device, args.steps)
         lab_times += times[5:]
-    same = all(torch.equal(a, b) for a, b in zip(bare_model.state_dict().values(),
-                                                  lab_model.state_dict().values()))
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(bare_model.state_dict().values(), lab_model.state_dict().values())
+    )
     bare, lab = statistics.median(bare_times), statistics.median(lab_times)
-    print(f"device {device}, {args.steps} steps x {args.repeats} repeats, torch threads {torch.get_num_threads()}")
+    print(
+        f"device {device}, {args.steps} steps x {args.repeats} repeats, torch threads {torch.get_num_threads()}"
+    )
     print(f"final weights identical: {same}")
-    print(f"median step time: bare {bare * 1e3:.3f} ms, labkit {lab * 1e3:.3f} ms, ratio {lab / bare:.3f} "
-          f"({'within' if lab / bare <= 1.03 else 'OVER'} the 3% target)")
+    print(
+        f"median step time: bare {bare * 1e3:.3f} ms, labkit {lab * 1e3:.3f} ms, ratio {lab / bare:.3f} "
+        f"({'within' if lab / bare <= 1.03 else 'OVER'} the 3% target)"
+    )
 
 
 if __name__ == "__main__":

@@ -45,10 +45,19 @@ RUNS_DIR = Path("runs")
 def git_commit() -> str | None:
     """The repository's current commit (``+dirty`` with uncommitted changes), or None."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -56,8 +65,13 @@ def git_commit() -> str | None:
 
 def environment_info(device: torch.device, seed: int) -> dict:
     info = {
-        "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-        "platform": platform.platform(), "device": str(device), "git_commit": git_commit(), "seed": seed,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "git_commit": git_commit(),
+        "seed": seed,
         "argv": sys.argv,
     }
     if device.type == "cuda":
@@ -87,13 +101,26 @@ def task_function(cfg: dict):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labkit.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="config name in labkit/configs (e.g. p00_mnist) or a YAML path")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. trainer.max_steps=200")
-    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the config's device)")
-    parser.add_argument("--resume", help="checkpoint file or run folder to continue (in its own folder)")
-    parser.add_argument("--runs-dir", default=str(RUNS_DIR), help="where run folders go (default: runs)")
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "config", help="config name in labkit/configs (e.g. p00_mnist) or a YAML path"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="key.sub=value overrides, e.g. trainer.max_steps=200"
+    )
+    parser.add_argument(
+        "--device", help="auto | cpu | cuda | cuda:N (overrides the config's device)"
+    )
+    parser.add_argument(
+        "--resume", help="checkpoint file or run folder to continue (in its own folder)"
+    )
+    parser.add_argument(
+        "--runs-dir", default=str(RUNS_DIR), help="where run folders go (default: runs)"
+    )
     args = parser.parse_args(argv)
     try:
         # Everything that can fail on bad input is checked before anything is written.
@@ -116,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = make_run_dir(cfg, Path(args.runs_dir))
         suffix = "" if resume_path is None else f".resume{read_checkpoint(resume_path)['step']}"
         (run_dir / f"config{suffix}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        (run_dir / f"env{suffix}.json").write_text(json.dumps(environment_info(device, cfg["seed"]), indent=2))
+        (run_dir / f"env{suffix}.json").write_text(
+            json.dumps(environment_info(device, cfg["seed"]), indent=2)
+        )
         log.info("run folder: %s", run_dir)
         summary = run_task(cfg, run_dir, device, resume_path)
     except (ConfigError, CheckpointError, DeviceError, DataError, TrainingDiverged) as err:

@@ -92,8 +92,13 @@ model = SmallCNN(width=16)
 print(model)
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters")
 logits = model(images)
-print("logits", tuple(logits.shape), "→ loss at init", F.cross_entropy(logits, labels).item(),
-      "(≈ ln 10 = 2.30 for a model that knows nothing)")
+print(
+    "logits",
+    tuple(logits.shape),
+    "→ loss at init",
+    F.cross_entropy(logits, labels).item(),
+    "(≈ ln 10 = 2.30 for a model that knows nothing)",
+)
 
 # %% [markdown]
 # ## 3. One training step
@@ -147,11 +152,16 @@ check_exercise(my_train_step, reference_step, make_inputs, observe=loss_and_weig
 # because small gradients underflow to zero in fp16; bf16 has fp32's range and needs none.
 
 # %%
-for name, kind, capability in [("CPU", "cpu", None), ("GTX 1060 (Pascal)", "cuda", (6, 1)),
-                               ("T4 / RTX 20xx (Turing)", "cuda", (7, 5)),
-                               ("RTX 30xx / A100 (Ampere)", "cuda", (8, 6))]:
+for name, kind, capability in [
+    ("CPU", "cpu", None),
+    ("GTX 1060 (Pascal)", "cuda", (6, 1)),
+    ("T4 / RTX 20xx (Turing)", "cuda", (7, 5)),
+    ("RTX 30xx / A100 (Ampere)", "cuda", (8, 6)),
+]:
     policy = amp_policy(kind, capability)
-    print(f"{name:26s} enabled={policy.enabled!s:5} dtype={policy.dtype} scaler={policy.use_scaler}")
+    print(
+        f"{name:26s} enabled={policy.enabled!s:5} dtype={policy.dtype} scaler={policy.use_scaler}"
+    )
     print(f"{'':26s} {policy.reason}")
 
 # %% [markdown]
@@ -162,10 +172,19 @@ for name, kind, capability in [("CPU", "cpu", None), ("GTX 1060 (Pascal)", "cuda
 # or the capacity — and you found that out in seconds instead of after an hour of training.
 
 # %%
-cfg = apply_overrides(load_config("p00_mnist"), [f"seed={seed}", f"data.source={data_source}",
-                                                 f"data.root={ROOT / 'data'}"])
-overfit_cfg = apply_overrides(cfg, ["trainer.overfit=32", f"trainer.max_steps={overfit_steps}",
-                                    "trainer.eval_every=0", "optim.warmup_steps=10"])
+cfg = apply_overrides(
+    load_config("p00_mnist"),
+    [f"seed={seed}", f"data.source={data_source}", f"data.root={ROOT / 'data'}"],
+)
+overfit_cfg = apply_overrides(
+    cfg,
+    [
+        "trainer.overfit=32",
+        f"trainer.max_steps={overfit_steps}",
+        "trainer.eval_every=0",
+        "optim.warmup_steps=10",
+    ],
+)
 set_seed(seed)
 overfit_result, _ = run(overfit_cfg, None, device, progress=False)
 plt.figure(figsize=(5, 3))
@@ -185,19 +204,28 @@ print(f"final loss on the 32 digits: {overfit_result.losses[-1]:.5f}")
 # at them with `make tb`.
 
 # %%
-train_cfg = apply_overrides(cfg, [f"trainer.max_steps={max_steps}",
-                                  f"trainer.eval_every={max(max_steps // 6, 1)}"])
+train_cfg = apply_overrides(
+    cfg, [f"trainer.max_steps={max_steps}", f"trainer.eval_every={max(max_steps // 6, 1)}"]
+)
 set_seed(seed)
 result, setup = run(train_cfg, RUNS / "full", device, progress=not smoke)
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3))
 ax1.plot(result.losses, alpha=0.3, label="per step")
 window = 25
-smooth = torch.tensor(result.losses).unfold(0, window, 1).mean(1) if len(result.losses) > window else None
+smooth = (
+    torch.tensor(result.losses).unfold(0, window, 1).mean(1)
+    if len(result.losses) > window
+    else None
+)
 if smooth is not None:
     ax1.plot(range(window - 1, len(result.losses)), smooth, label=f"mean of {window}")
 ax1.set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
 ax1.legend()
-ax2.plot([e["step"] for e in result.eval_history], [e["eval/accuracy"] for e in result.eval_history], "o-")
+ax2.plot(
+    [e["step"] for e in result.eval_history],
+    [e["eval/accuracy"] for e in result.eval_history],
+    "o-",
+)
 ax2.set(xlabel="step", ylabel="held-out accuracy", title="evaluation")
 plt.show()
 print(f"held-out accuracy after {result.step} steps: {result.last_eval['eval/accuracy']:.2%}")
@@ -212,15 +240,23 @@ print(f"held-out accuracy after {result.step} steps: {result.last_eval['eval/acc
 # steps in one go.
 
 # %%
-resume_cfg = apply_overrides(cfg, [f"trainer.max_steps={2 * resume_steps}", "trainer.eval_every=0",
-                                   f"trainer.ckpt_every={resume_steps}"])
+resume_cfg = apply_overrides(
+    cfg,
+    [
+        f"trainer.max_steps={2 * resume_steps}",
+        "trainer.eval_every=0",
+        f"trainer.ckpt_every={resume_steps}",
+    ],
+)
 set_seed(seed)
 straight, _ = run(resume_cfg, RUNS / "straight", device, progress=False)
 set_seed(seed)
 first, _ = run(resume_cfg, RUNS / "split", device, stop_after=resume_steps, progress=False)
 print("checkpoint written:", first.last_checkpoint.name)
 set_seed(seed)  # a fresh start, as after a crash: new model, new optimizer, then the checkpoint
-second, _ = run(resume_cfg, RUNS / "split", device, resume_from=first.last_checkpoint, progress=False)
+second, _ = run(
+    resume_cfg, RUNS / "split", device, resume_from=first.last_checkpoint, progress=False
+)
 split_losses = first.losses + second.losses
 print("identical losses:", split_losses == straight.losses)
 plt.figure(figsize=(5, 3))

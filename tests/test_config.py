@@ -20,8 +20,16 @@ def test_path_config_and_extends(tmp_path):
 
 def test_overrides_are_yaml_typed():
     cfg = {"trainer": {"max_steps": 10, "amp": "auto", "grad_clip": 1.0}, "flag": False, "xs": [1]}
-    out = apply_overrides(cfg, ["trainer.max_steps=20", "trainer.grad_clip=null", "flag=true",
-                                "xs=[1, 2]", "trainer.amp=off"])
+    out = apply_overrides(
+        cfg,
+        [
+            "trainer.max_steps=20",
+            "trainer.grad_clip=null",
+            "flag=true",
+            "xs=[1, 2]",
+            "trainer.amp=off",
+        ],
+    )
     assert out["trainer"] == {"max_steps": 20, "amp": "off", "grad_clip": None}
     assert out["flag"] is True and out["xs"] == [1, 2]
     assert cfg["trainer"]["max_steps"] == 10  # the input is not modified
@@ -29,7 +37,10 @@ def test_overrides_are_yaml_typed():
 
 def test_unknown_key_names_closest_valid_key():
     cfg = load_config("p00_mnist")
-    with pytest.raises(ConfigError, match=r"Unknown config key 'trainer.max_stepz'.*Did you mean 'trainer.max_steps'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"Unknown config key 'trainer.max_stepz'.*Did you mean 'trainer.max_steps'",
+    ):
         apply_overrides(cfg, ["trainer.max_stepz=10"])
 
 
@@ -39,7 +50,9 @@ def test_override_without_equals_sign():
 
 
 def test_missing_config_lists_available_names():
-    with pytest.raises(ConfigError, match=r"No config named 'p00_mnsit'.*Did you mean 'p00_mnist'.*p00_mnist"):
+    with pytest.raises(
+        ConfigError, match=r"No config named 'p00_mnsit'.*Did you mean 'p00_mnist'.*p00_mnist"
+    ):
         load_config("p00_mnsit")
 
 

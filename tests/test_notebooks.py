@@ -9,7 +9,9 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-
 
 
 def cells(notebook):
-    return [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", []))) for c in notebook.cells]
+    return [
+        (c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", []))) for c in notebook.cells
+    ]
 
 
 def test_there_are_notebooks():
@@ -20,9 +22,9 @@ def test_there_are_notebooks():
 def test_pair_matches_source(source):
     pair = source.with_suffix(".ipynb")
     assert pair.exists(), f"{pair.name} is missing: run `make notebooks`"
-    assert cells(jupytext.read(source)) == cells(jupytext.read(pair)), (
-        f"{pair.name} has drifted from {source.name}: edit the .py and run `make notebooks`"
-    )
+    assert cells(jupytext.read(source)) == cells(
+        jupytext.read(pair)
+    ), f"{pair.name} has drifted from {source.name}: edit the .py and run `make notebooks`"
 
 
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.name)

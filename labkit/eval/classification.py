@@ -8,7 +8,9 @@ from torch import nn
 
 
 @torch.no_grad()
-def evaluate_classifier(model: nn.Module, loader, device: torch.device | str = "cpu") -> dict[str, float]:
+def evaluate_classifier(
+    model: nn.Module, loader, device: torch.device | str = "cpu"
+) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` over ``loader`` batches ``(x [B,...], y [B])``."""
     was_training = model.training
     model.eval()

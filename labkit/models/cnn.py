@@ -12,7 +12,9 @@ class SmallCNN(nn.Module):
     Input ``[B, C, 28, 28]`` → logits ``[B, num_classes]``.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16, dropout: float = 0.1):
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, width: int = 16, dropout: float = 0.1
+    ):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1),  # (B, w, 28, 28)

@@ -57,21 +57,38 @@ def build(cfg: dict, device: torch.device) -> ClassificationSetup:
         train_set = eval_set = fixed_subset(train_set, overfit, seed=cfg["seed"])
         batch_size = min(batch_size, overfit)
     shift = 0 if overfit else data["max_shift"]  # no augmentation in the overfit harness
-    train_loader = make_loader(train_set, batch_size, seed=cfg["seed"], num_workers=data["num_workers"],
-                               collate_fn=ShiftCollate(shift))
+    train_loader = make_loader(
+        train_set,
+        batch_size,
+        seed=cfg["seed"],
+        num_workers=data["num_workers"],
+        collate_fn=ShiftCollate(shift),
+    )
     eval_loader = DataLoader(eval_set, batch_size=data["eval_batch_size"], shuffle=False)
-    model = SmallCNN(width=cfg["model"]["width"], dropout=0.0 if overfit else cfg["model"]["dropout"])
+    model = SmallCNN(
+        width=cfg["model"]["width"], dropout=0.0 if overfit else cfg["model"]["dropout"]
+    )
     model.to(device)
     optim = cfg["optim"]
-    optimizer = build_optimizer(model.parameters(), optim["name"], optim["lr"], optim["weight_decay"])
-    scheduler = build_scheduler(optimizer, optim["scheduler"], cfg["trainer"]["max_steps"],
-                                optim["warmup_steps"])
-    return ClassificationSetup(model, optimizer, scheduler, train_loader, eval_loader, train_set,
-                               eval_set, source)
+    optimizer = build_optimizer(
+        model.parameters(), optim["name"], optim["lr"], optim["weight_decay"]
+    )
+    scheduler = build_scheduler(
+        optimizer, optim["scheduler"], cfg["trainer"]["max_steps"], optim["warmup_steps"]
+    )
+    return ClassificationSetup(
+        model, optimizer, scheduler, train_loader, eval_loader, train_set, eval_set, source
+    )
 
 
-def run(cfg: dict, run_dir: str | Path | None, device: torch.device, resume_from: str | Path | None = None,
-        stop_after: int | None = None, progress: bool = True) -> tuple[TrainResult, ClassificationSetup]:
+def run(
+    cfg: dict,
+    run_dir: str | Path | None,
+    device: torch.device,
+    resume_from: str | Path | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> tuple[TrainResult, ClassificationSetup]:
     """Build and train; returns the trainer's result (``result.last_eval["eval/accuracy"]``).
 
     ``stop_after=N`` stops after N steps as if interrupted (the LR schedule still spans
@@ -80,21 +97,39 @@ def run(cfg: dict, run_dir: str | Path | None, device: torch.device, resume_from
     setup = build(cfg, device)
     t = cfg["trainer"]
     result = train(
-        setup.model, setup.optimizer, setup.train_loader, cross_entropy_loss,
-        max_steps=stop_after or t["max_steps"], device=device, scheduler=setup.scheduler,
-        amp=device_amp_policy(device, t["amp"]), grad_clip=t["grad_clip"], run_dir=run_dir,
-        ckpt_every=t["ckpt_every"], keep_last=t["keep_last"], log_every=t["log_every"],
-        eval_every=t["eval_every"], eval_fn=lambda m: evaluate_classifier(m, setup.eval_loader, device),
-        resume_from=resume_from, config=cfg, progress=progress,
+        setup.model,
+        setup.optimizer,
+        setup.train_loader,
+        cross_entropy_loss,
+        max_steps=stop_after or t["max_steps"],
+        device=device,
+        scheduler=setup.scheduler,
+        amp=device_amp_policy(device, t["amp"]),
+        grad_clip=t["grad_clip"],
+        run_dir=run_dir,
+        ckpt_every=t["ckpt_every"],
+        keep_last=t["keep_last"],
+        log_every=t["log_every"],
+        eval_every=t["eval_every"],
+        eval_fn=lambda m: evaluate_classifier(m, setup.eval_loader, device),
+        resume_from=resume_from,
+        config=cfg,
+        progress=progress,
     )
     return result, setup
 
 
-def cli_run(cfg: dict, run_dir: Path, device: torch.device, resume_from: Path | None = None) -> dict:
+def cli_run(
+    cfg: dict, run_dir: Path, device: torch.device, resume_from: Path | None = None
+) -> dict:
     """``python -m labkit.train p00_mnist``: train and return a JSON-able summary."""
     result, setup = run(cfg, run_dir, device, resume_from=resume_from)
-    return {"step": result.step, "stopped_by": result.stopped_by, "data": setup.data_source,
-            **result.last_eval}
+    return {
+        "step": result.step,
+        "stopped_by": result.stopped_by,
+        "data": setup.data_source,
+        **result.last_eval,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,42 +143,77 @@ def _p00_cfg(*overrides: str) -> dict:
 def check_p00_overfit(steps: int = 300, size: int = 32) -> Check:
     """(a) The overfit harness: a fixed batch of 32 digits must be learnt to a loss below 0.01."""
     start = time.perf_counter()
-    cfg = _p00_cfg(f"trainer.overfit={size}", f"trainer.max_steps={steps}", "trainer.eval_every=0",
-                   "optim.warmup_steps=10")
+    cfg = _p00_cfg(
+        f"trainer.overfit={size}",
+        f"trainer.max_steps={steps}",
+        "trainer.eval_every=0",
+        "optim.warmup_steps=10",
+    )
     set_seed(cfg["seed"])
     result, _ = run(cfg, None, torch.device("cpu"), progress=False)
     below = next((i + 1 for i, loss in enumerate(result.losses) if loss < 0.01), None)
     final = result.losses[-1]
-    measured = f"final loss {final:.5f}; first < 0.01 at step {below}" if below else f"final loss {final:.4f}"
-    return Check(f"overfit {size} samples", "train loss < 0.01", measured, final < 0.01,
-                 time.perf_counter() - start)
+    measured = (
+        f"final loss {final:.5f}; first < 0.01 at step {below}"
+        if below
+        else f"final loss {final:.4f}"
+    )
+    return Check(
+        f"overfit {size} samples",
+        "train loss < 0.01",
+        measured,
+        final < 0.01,
+        time.perf_counter() - start,
+    )
 
 
 def check_p00_resume(steps: int = 40) -> Check:
     """(b) N steps, then resume for N more, must equal 2N uninterrupted steps: losses and weights."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = _p00_cfg(f"trainer.max_steps={2 * steps}", f"trainer.ckpt_every={steps}",
-                       "trainer.eval_every=0", "optim.warmup_steps=5")
+        cfg = _p00_cfg(
+            f"trainer.max_steps={2 * steps}",
+            f"trainer.ckpt_every={steps}",
+            "trainer.eval_every=0",
+            "optim.warmup_steps=5",
+        )
         set_seed(cfg["seed"])
-        straight, straight_setup = run(cfg, Path(tmp) / "straight", torch.device("cpu"), progress=False)
+        straight, straight_setup = run(
+            cfg, Path(tmp) / "straight", torch.device("cpu"), progress=False
+        )
         # The same run interrupted after N steps (a checkpoint is written there) ...
         set_seed(cfg["seed"])
-        first, _ = run(cfg, Path(tmp) / "split", torch.device("cpu"), stop_after=steps, progress=False)
+        first, _ = run(
+            cfg, Path(tmp) / "split", torch.device("cpu"), stop_after=steps, progress=False
+        )
         # ... then a fresh start: new objects, same seed, resumed from the checkpoint file.
         set_seed(cfg["seed"])
-        second, split_setup = run(cfg, Path(tmp) / "split", torch.device("cpu"),
-                                  resume_from=first.last_checkpoint, progress=False)
+        second, split_setup = run(
+            cfg,
+            Path(tmp) / "split",
+            torch.device("cpu"),
+            resume_from=first.last_checkpoint,
+            progress=False,
+        )
     losses_equal = straight.losses == first.losses + second.losses
     weights_equal = all(
         torch.equal(a, b)
-        for a, b in zip(straight_setup.model.state_dict().values(), split_setup.model.state_dict().values())
+        for a, b in zip(
+            straight_setup.model.state_dict().values(), split_setup.model.state_dict().values()
+        )
     )
     max_diff = max(abs(a - b) for a, b in zip(straight.losses, first.losses + second.losses))
-    measured = (f"{steps}+{steps} vs {2 * steps} steps: losses {'identical' if losses_equal else 'differ'} "
-                f"(max diff {max_diff:.2e}), weights {'identical' if weights_equal else 'differ'}")
-    return Check("exact resume", "same losses and weights", measured, losses_equal and weights_equal,
-                 time.perf_counter() - start)
+    measured = (
+        f"{steps}+{steps} vs {2 * steps} steps: losses {'identical' if losses_equal else 'differ'} "
+        f"(max diff {max_diff:.2e}), weights {'identical' if weights_equal else 'differ'}"
+    )
+    return Check(
+        "exact resume",
+        "same losses and weights",
+        measured,
+        losses_equal and weights_equal,
+        time.perf_counter() - start,
+    )
 
 
 def check_p00_accuracy(min_accuracy: float = 0.97) -> Check:
@@ -154,9 +224,13 @@ def check_p00_accuracy(min_accuracy: float = 0.97) -> Check:
     result, setup = run(cfg, None, torch.device("cpu"), progress=False)
     accuracy = result.last_eval["eval/accuracy"]
     seconds = time.perf_counter() - start
-    measured = (f"{accuracy:.2%} on {len(setup.eval_set)} held-out digits after {result.step} steps "
-                f"({seconds:.0f} s, {torch.get_num_threads()} CPU threads)")
-    return Check("held-out accuracy", f">= {min_accuracy:.0%}", measured, accuracy >= min_accuracy, seconds)
+    measured = (
+        f"{accuracy:.2%} on {len(setup.eval_set)} held-out digits after {result.step} steps "
+        f"({seconds:.0f} s, {torch.get_num_threads()} CPU threads)"
+    )
+    return Check(
+        "held-out accuracy", f">= {min_accuracy:.0%}", measured, accuracy >= min_accuracy, seconds
+    )
 
 
 DONE_CHECKS = [check_p00_overfit, check_p00_resume, check_p00_accuracy]

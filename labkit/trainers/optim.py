@@ -10,13 +10,20 @@ import torch
 from labkit.utils.config import ConfigError
 
 
-def build_optimizer(params: Iterable, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0,
-                    momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable,
+    name: str = "adamw",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
     """``adamw`` (default) or ``sgd`` (with Nesterov momentum) over ``params`` (tensors or groups)."""
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay
+        )
     raise ConfigError(f"optim.name must be adamw or sgd; got '{name}'.")
 
 
@@ -38,11 +45,18 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int, warmup_steps: int = 0,
-                    min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler | None:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    total_steps: int,
+    warmup_steps: int = 0,
+    min_ratio: float = 0.0,
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """``none`` → ``None``; ``cosine`` → warm-up + cosine (stepped once per optimizer step)."""
     if name in (None, "none"):
         return None
     if name == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, min_ratio))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WarmupCosine(warmup_steps, total_steps, min_ratio)
+        )
     raise ConfigError(f"optim.scheduler must be none or cosine; got '{name}'.")

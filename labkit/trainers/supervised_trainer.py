@@ -91,7 +91,9 @@ def train_step(
     4. optimizer step (the scaler skips it if fp16 gradients overflowed) and zero the gradients.
     """
     device_type = next(model.parameters()).device.type
-    with torch.autocast(device_type=device_type, dtype=amp.dtype or torch.bfloat16, enabled=amp.enabled):
+    with torch.autocast(
+        device_type=device_type, dtype=amp.dtype or torch.bfloat16, enabled=amp.enabled
+    ):
         out = loss_fn(model, batch)
     loss, parts = out if isinstance(out, tuple) else (out, {})
     use_scaler = scaler is not None and scaler.is_enabled()
@@ -202,8 +204,14 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
     step, rng_to_restore = 0, None
     if resume_from is not None:
-        payload = load_checkpoint(resume_from, model, optimizer, scaler if amp.use_scaler else None,
-                                  map_location=device, scheduler=scheduler)
+        payload = load_checkpoint(
+            resume_from,
+            model,
+            optimizer,
+            scaler if amp.use_scaler else None,
+            map_location=device,
+            scheduler=scheduler,
+        )
         step, rng_to_restore = payload["step"], payload["rng"]
         log.info("resumed from %s at step %d", resume_from, step)
     steps_per_epoch = len(train_loader)
@@ -214,8 +222,15 @@ def train(
     def checkpoint() -> None:
         if ckpt_dir is not None:
             result.last_checkpoint = save_checkpoint(
-                ckpt_dir / checkpoint_name(step), model, optimizer, scaler if amp.use_scaler else None,
-                step=step, config=config, scheduler=scheduler, keep_last=keep_last)
+                ckpt_dir / checkpoint_name(step),
+                model,
+                optimizer,
+                scaler if amp.use_scaler else None,
+                step=step,
+                config=config,
+                scheduler=scheduler,
+                keep_last=keep_last,
+            )
 
     def evaluate() -> None:
         model.eval()
@@ -228,8 +243,13 @@ def train(
             log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
     model.train()
-    bar = tqdm(total=max_steps, initial=step, disable=not (progress and is_main), desc="train",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=max_steps,
+        initial=step,
+        disable=not (progress and is_main),
+        desc="train",
+        dynamic_ncols=True,
+    )
     try:
         with _StopOnSignal() as stop:
             while step < max_steps and stop.received is None:
@@ -244,8 +264,15 @@ def train(
                 for batch in batches:
                     if before_step is not None:
                         before_step(step)
-                    out = train_step(model, optimizer, to_device(batch, device), loss_fn,
-                                     scaler=scaler, amp=amp, grad_clip=grad_clip)
+                    out = train_step(
+                        model,
+                        optimizer,
+                        to_device(batch, device),
+                        loss_fn,
+                        scaler=scaler,
+                        amp=amp,
+                        grad_clip=grad_clip,
+                    )
                     if scheduler is not None:
                         scheduler.step()
                     step += 1
@@ -262,10 +289,13 @@ def train(
                     throughput.tick(_batch_size(batch))
                     bar.update(1)
                     if step % log_every == 0 or step == max_steps:
-                        row = {"train/loss": loss_meter.avg, "train/lr": optimizer.param_groups[0]["lr"],
-                               "train/grad_norm": float(out.grad_norm),
-                               "perf/samples_per_s": throughput.rate(),
-                               **{f"train/{k}": float(v) for k, v in out.parts.items()}}
+                        row = {
+                            "train/loss": loss_meter.avg,
+                            "train/lr": optimizer.param_groups[0]["lr"],
+                            "train/grad_norm": float(out.grad_norm),
+                            "perf/samples_per_s": throughput.rate(),
+                            **{f"train/{k}": float(v) for k, v in out.parts.items()},
+                        }
                         if is_main:
                             metrics.log(step, row)
                         bar.set_postfix(loss=f"{loss_meter.avg:.4f}")
@@ -278,10 +308,16 @@ def train(
                         break
             if stop.received is not None:
                 result.stopped_by = stop.received
-                log.warning("%s received: stopping at step %d with a checkpoint", stop.received, step)
-        if eval_fn is not None and not (result.eval_history and result.eval_history[-1]["step"] == step):
+                log.warning(
+                    "%s received: stopping at step %d with a checkpoint", stop.received, step
+                )
+        if eval_fn is not None and not (
+            result.eval_history and result.eval_history[-1]["step"] == step
+        ):
             evaluate()
-        if result.last_checkpoint is None or not result.last_checkpoint.name == checkpoint_name(step):
+        if result.last_checkpoint is None or not result.last_checkpoint.name == checkpoint_name(
+            step
+        ):
             checkpoint()
     finally:
         bar.close()

@@ -108,7 +108,9 @@ def save_checkpoint(
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)  # atomic on POSIX and Windows: readers see old or new, never half
+        os.replace(
+            tmp_name, path
+        )  # atomic on POSIX and Windows: readers see old or new, never half
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -126,10 +128,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint '{path}' does not exist. Check the path (ls {path.parent}).")
+        raise CheckpointError(
+            f"Checkpoint '{path}' does not exist. Check the path (ls {path.parent})."
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+        ValueError,
+    ) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"Checkpoint '{path}' is truncated or corrupt ({path.stat().st_size} bytes; torch said: "

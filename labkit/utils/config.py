@@ -64,7 +64,9 @@ def load_config(path_or_name: str | Path) -> dict:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(cfg, dict):
-        raise ConfigError(f"{path} must hold a mapping (key: value lines), got {type(cfg).__name__}.")
+        raise ConfigError(
+            f"{path} must hold a mapping (key: value lines), got {type(cfg).__name__}."
+        )
     parent = cfg.pop("extends", None)
     if parent is not None:
         cfg = _deep_merge(load_config(parent), cfg)
@@ -92,7 +94,9 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     cfg = copy.deepcopy(cfg)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"Override '{item}' is not of the form key.sub=value (e.g. trainer.max_steps=100).")
+            raise ConfigError(
+                f"Override '{item}' is not of the form key.sub=value (e.g. trainer.max_steps=100)."
+            )
         dotted, raw = item.split("=", 1)
         parts = dotted.strip().split(".")
         try:

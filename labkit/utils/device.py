@@ -67,7 +67,9 @@ def amp_policy(
             return AmpPolicy(True, torch.bfloat16, False, "bf16 autocast on the CPU (amp=bf16)")
         if requested == "fp16":
             raise DeviceError("fp16 autocast needs a CUDA GPU; use amp=bf16 or amp=off on the CPU.")
-        return AmpPolicy(False, None, False, "AMP off on the CPU (bf16 autocast is rarely faster there)")
+        return AmpPolicy(
+            False, None, False, "AMP off on the CPU (bf16 autocast is rarely faster there)"
+        )
     if capability is None:
         raise DeviceError("amp_policy needs the GPU's compute capability for device_type='cuda'.")
     major = capability[0]
@@ -82,9 +84,13 @@ def amp_policy(
         note = " (no speed-up expected: no tensor cores)" if major < 7 else ""
         return AmpPolicy(True, torch.float16, True, f"fp16 autocast + GradScaler (amp=fp16){note}")
     if major >= 8:
-        return AmpPolicy(True, torch.bfloat16, False, "bf16 autocast: native on compute capability >= 8.0")
+        return AmpPolicy(
+            True, torch.bfloat16, False, "bf16 autocast: native on compute capability >= 8.0"
+        )
     if major == 7:
-        return AmpPolicy(True, torch.float16, True, "fp16 autocast + GradScaler: tensor cores on 7.x")
+        return AmpPolicy(
+            True, torch.float16, True, "fp16 autocast + GradScaler: tensor cores on 7.x"
+        )
     return AmpPolicy(
         False,
         None,
@@ -116,7 +122,11 @@ def missing_kernels_message(capability: tuple[int, int], arch_list: list[str]) -
         if kind == "compute" and code <= ours:
             return None
     built = ", ".join(arch_list) or "none"
-    fix = PASCAL_FIX if major < 7 else "Reinstall torch with wheels built for this GPU (see ENVIRONMENT.md)."
+    fix = (
+        PASCAL_FIX
+        if major < 7
+        else "Reinstall torch with wheels built for this GPU (see ENVIRONMENT.md)."
+    )
     return (
         f"This torch {torch.__version__} build has no kernels for compute capability "
         f"{major}.{minor} (it was built for: {built}). {fix}"

@@ -24,13 +24,17 @@ def _first_mismatch(got: Any, expected: Any, path: str, rtol: float, atol: float
         if got.shape != expected.shape:
             return f"{path}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
         if expected.dtype.is_floating_point or got.dtype.is_floating_point:
-            close = torch.isclose(got.double(), expected.double(), rtol=rtol, atol=atol, equal_nan=True)
+            close = torch.isclose(
+                got.double(), expected.double(), rtol=rtol, atol=atol, equal_nan=True
+            )
         else:
             close = got == expected
         if not bool(close.all()):
             index = tuple(int(i) for i in (~close).nonzero()[0])
-            return (f"{path}{list(index)}: expected {expected[index].item():.6g}, "
-                    f"got {got[index].item():.6g} ({int((~close).sum())} of {close.numel()} entries differ)")
+            return (
+                f"{path}{list(index)}: expected {expected[index].item():.6g}, "
+                f"got {got[index].item():.6g} ({int((~close).sum())} of {close.numel()} entries differ)"
+            )
         return None
     if isinstance(expected, dict):
         if not isinstance(got, dict) or set(got) != set(expected):

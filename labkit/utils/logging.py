@@ -65,7 +65,15 @@ class MetricsLogger:
         row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
         self.history.append(row)
         if self._file is not None:
-            self._file.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}) + "\n")
+            self._file.write(
+                json.dumps(
+                    {
+                        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                        for k, v in row.items()
+                    }
+                )
+                + "\n"
+            )
         if self._writer is not None:
             for key, value in metrics.items():
                 self._writer.add_scalar(key, value, step)
