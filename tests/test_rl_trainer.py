@@ -110,7 +110,8 @@ def test_bad_checkpoints_raise_checkpoint_error(tmp_path):
     good = sorted((tmp_path / "checkpoints").glob("step_*.pt"))[-1]
     with pytest.raises(CheckpointError, match="No checkpoint at"):
         read_rl_checkpoint(tmp_path / "checkpoints" / "step_99999999.pt")
-    truncated = tmp_path / "step_00000001.pt"
+    truncated = tmp_path / "elsewhere" / "cut.pt"  # as if the disk filled up mid-copy
+    truncated.parent.mkdir()
     truncated.write_bytes(good.read_bytes()[:300])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         read_rl_checkpoint(truncated)

@@ -109,7 +109,8 @@ def eval_curves(
 
     Each run's curve is a step function: at grid point x it is the latest evaluation at or
     before x (NaN before its first). After a run ends it keeps its last value: a run that
-    stopped because it was solved keeps its final policy, and so its return.
+    stopped because it was solved keeps its final policy, and so its return. The grid spans
+    the earliest first evaluation to the latest last one.
 
     Args:
         summaries: trainer summaries (with ``eval_history``).
@@ -119,8 +120,9 @@ def eval_curves(
         ``grid`` [G] and ``returns`` [S, G] (S = len(summaries), G = ``points``).
     """
     histories = [s["eval_history"] for s in summaries]
-    end = max(record[x] for history in histories for record in history)
-    grid = np.linspace(0, end, points)  # [G]
+    start = min(history[0][x] for history in histories)
+    end = max(history[-1][x] for history in histories)
+    grid = np.linspace(start, end, points)  # [G]
     returns = np.full((len(histories), points), np.nan)  # [S, G]
     for i, history in enumerate(histories):
         xs = np.array([record[x] for record in history])  # [K] ascending

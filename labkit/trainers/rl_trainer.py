@@ -435,9 +435,8 @@ def with_defaults(cfg: dict, name: str) -> dict:
     for dotted, allowed in _CHOICES.items():
         value = get(merged, dotted, default=allowed[0])
         if value not in allowed:
-            raise ConfigError(
-                f"Config key '{dotted}' is {value!r}; expected one of {', '.join(map(repr, allowed))}."
-            )
+            choices = ", ".join(map(repr, allowed))
+            raise ConfigError(f"Config key '{dotted}' is {value!r}; expected one of {choices}.")
     return merged
 
 
