@@ -24,12 +24,14 @@ setup:
 
 test: unit nbtest
 
+# Tests run single-threaded: their tiny models gain nothing from intra-op threads, and on a busy
+# 2-core machine torch's thread hand-offs can make a step 10x slower.
 unit:
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 # The .py files are the reviewed source; the paired .ipynb must match them (tests/test_notebooks.py).
 nbtest:
-	LABKIT_SMOKE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+	LABKIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=300 notebooks/*.ipynb
 
 notebooks:

@@ -3,5 +3,5 @@
 Modules, in reading order: ``boxes`` (IoU geometry), ``nms``, ``assign`` (which grid cells learn
 which box; decoding), ``losses`` (focal, GIoU/DIoU, the detector's loss), ``model``
 (``TinyDetector``), ``metrics`` (VOC mAP), ``dataset`` (synthetic shapes, VOC), ``visualize``.
-Explained in notebooks/10_detection.py.
+Explained in notebooks/10_detection_tiny.py.
 """

@@ -20,7 +20,7 @@ Which cells learn which ground-truth (GT) box:
   objects, 16-48 px in 128-px images, span 2-6 cells at stride 8).
 
 Cells are flattened row-major: cell ``(i, j)`` of an ``H x W`` grid is index ``i * W + j``.
-Background cells have class ``num_classes``. Explained in notebooks/10_detection.py.
+Background cells have class ``num_classes``. Explained in notebooks/10_detection_tiny.py.
 """
 
 from __future__ import annotations

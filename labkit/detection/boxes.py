@@ -14,7 +14,7 @@ Conventions used across ``labkit.detection``:
   exactly zero, the ratio is defined as 0. Everywhere else the arithmetic is the same, operation for
   operation, as ``torchvision.ops``, so the results agree bit for bit (tests check this).
 
-Explained in notebooks/10_detection.py.
+Explained in notebooks/10_detection_tiny.py.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Every dataset here returns ``(image, target)``:
 
 ``ShapesDataset`` needs no download, so the whole detection phase runs offline: each image is
 drawn on the fly from a generator seeded with ``(seed, index)``, so item i is the same in every
-epoch, process and worker. Explained in notebooks/10_detection.py.
+epoch, process and worker. Explained in notebooks/10_detection_tiny.py.
 """
 
 from __future__ import annotations

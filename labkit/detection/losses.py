@@ -6,7 +6,8 @@ the contracts of ``torchvision.ops.sigmoid_focal_loss``, ``generalized_box_iou_l
 losses here default to ``reduction="mean"``. ``detection_loss`` puts them together for
 :class:`labkit.detection.model.TinyDetector`.
 
-Boxes are xyxy in pixels; see ``labkit.detection.boxes``. Explained in notebooks/10_detection.py.
+Boxes are xyxy in pixels; see ``labkit.detection.boxes``.
+Explained in notebooks/10_detection_tiny.py.
 """
 
 from __future__ import annotations

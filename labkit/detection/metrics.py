@@ -14,7 +14,7 @@ interpolation (VOC 2010 onwards): precision at recall r is replaced by the best 
 recall >= r (so the curve only falls), and the area is summed over the recall steps.
 The mean over classes is mAP. "Difficult" VOC objects are not treated specially here.
 
-Explained in notebooks/10_detection.py.
+Explained in notebooks/10_detection_tiny.py.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ shapes (16-48 px) span 2-6 cells, so every object has cells near its centre
 A feature pyramid would handle a wider range of sizes; one level keeps the code short.
 
 Box deltas become side distances with ``labkit.detection.assign.deltas_to_ltrb``.
-Explained in notebooks/10_detection.py.
+Explained in notebooks/10_detection_tiny.py.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ Only ``[kept, block]`` and ``[survivors, survivors]`` IoUs are computed, never t
 ``[N, N]`` matrix, which is what keeps this within reach of torchvision's compiled C++ kernel
 (benchmarks/bench_nms.py measures it).
 
-Explained in notebooks/10_detection.py.
+Explained in notebooks/10_detection_tiny.py.
 """
 
 from __future__ import annotations

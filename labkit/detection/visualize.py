@@ -1,7 +1,7 @@
 """Drawing boxes on images: ground truth in green, predictions in red with class and score.
 
 Everything returns uint8 ``[3, H, W]`` tensors, which ``SummaryWriter.add_image`` logs directly
-and ``plt.imshow(image.permute(1, 2, 0))`` shows. Explained in notebooks/10_detection.py.
+and ``plt.imshow(image.permute(1, 2, 0))`` shows. Explained in notebooks/10_detection_tiny.py.
 """
 
 from __future__ import annotations

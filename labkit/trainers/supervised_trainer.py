@@ -44,7 +44,7 @@ class TrainingDiverged(RuntimeError):
 class StepOutput:
     loss: torch.Tensor  # detached scalar
     grad_norm: torch.Tensor  # total L2 norm of the gradients before clipping
-    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    parts: dict[str, torch.Tensor | float] = field(default_factory=dict)  # extra logged terms
 
 
 @dataclass
@@ -108,7 +108,7 @@ def train_step(
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepOutput(loss.detach(), grad_norm.detach(), {k: v.detach() for k, v in parts.items()})
+    return StepOutput(loss.detach(), grad_norm.detach(), {k: v.detach() if torch.is_tensor(v) else v for k, v in parts.items()})
 
 
 class _StopOnSignal:
