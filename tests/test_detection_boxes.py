@@ -15,15 +15,6 @@ from labkit.detection.boxes import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread avoids stalls on a shared CPU and keeps results reproducible.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_boxes(n, generator, dtype=torch.float64, size=100.0):
     xy = torch.rand(n, 2, generator=generator, dtype=dtype) * size
     wh = torch.rand(n, 2, generator=generator, dtype=dtype) * size / 3

@@ -16,14 +16,6 @@ from labkit.detection.dataset import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_images_and_boxes_are_well_formed():
     ds = ShapesDataset(12, image_size=96, num_classes=3, min_objects=1, max_objects=4, seed=0)
     for i in range(len(ds)):

@@ -16,14 +16,6 @@ from labkit.detection.losses import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def box_pairs(dtype=torch.float64):
     """Random pairs plus identical, touching, nested, disjoint and zero-area pairs."""
     g = torch.Generator().manual_seed(0)

@@ -15,14 +15,6 @@ from labkit.detection.model import PRIOR_PROBABILITY, TinyDetector
 from labkit.detection.visualize import draw_detections, prediction_grid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("backbone, stride", [("resnet18", 8), ("resnet18", 16), ("resnet34", 8)])
 def test_forward_shapes(backbone, stride):
     model = TinyDetector(num_classes=3, backbone=backbone, stride=stride, head_channels=32)

@@ -9,14 +9,6 @@ from labkit.detection.boxes import box_iou
 from labkit.detection.nms import _box_columns, _iou_columns, batched_nms, nms
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def clustered_boxes(n, generator, num_clusters=20, size=200.0, integer=False):
     """Boxes jittered around a few objects, as a detector produces them, so NMS has work to do."""
     centers = torch.rand(num_clusters, 2, generator=generator) * size

@@ -16,15 +16,6 @@ from labkit.rl.envs import (
 )
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny matmuls: one thread avoids oversubscribing a small, shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_valid_transitions_hand_built_scenario():
     # Two envs, obs are 1-d so every value names its (env, time): env 0 -> 0x, env 1 -> 1x.
     # t=0: both step normally.                       -> keep both

@@ -20,15 +20,6 @@ from labkit.rl.pg import Episode, reinforce_update
 from labkit.rl.replay import Batch
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny matmuls: one thread avoids oversubscribing a small, shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _slow_returns(rewards, gamma, dones):
     """Reference: for each t, sum γ^k r_{t+k} until (and including) the end of its episode."""
     out = []

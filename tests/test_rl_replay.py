@@ -9,15 +9,6 @@ import torch
 from labkit.rl.replay import ReplayBuffer
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny matmuls: one thread avoids oversubscribing a small, shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _add_range(buffer: ReplayBuffer, start: int, count: int) -> None:
     """Add transitions whose every field encodes its index i (obs = [i, i], reward = i)."""
     i = torch.arange(start, start + count, dtype=torch.float32)

@@ -26,15 +26,6 @@ PG_TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny matmuls: one thread avoids oversubscribing a small, shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _losses(summary: dict, after: int, prefix: str = "losses/") -> list[dict]:
     return [
         {k: v for k, v in row.items() if k.startswith(prefix) or k == "step"}
