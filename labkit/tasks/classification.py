@@ -23,9 +23,8 @@ from labkit.done import Check
 from labkit.eval.classification import evaluate_classifier
 from labkit.models.cnn import SmallCNN
 from labkit.trainers.optim import build_optimizer, build_scheduler
-from labkit.trainers.supervised_trainer import TrainResult, train
+from labkit.trainers.supervised_trainer import TrainResult, train, trainer_options
 from labkit.utils.config import apply_overrides, get, load_config
-from labkit.utils.device import device_amp_policy
 from labkit.utils.seed import set_seed
 
 
@@ -95,26 +94,19 @@ def run(
     ``trainer.max_steps``): used to demonstrate and check exact resume.
     """
     setup = build(cfg, device)
-    t = cfg["trainer"]
     result = train(
         setup.model,
         setup.optimizer,
         setup.train_loader,
         cross_entropy_loss,
-        max_steps=stop_after or t["max_steps"],
         device=device,
         scheduler=setup.scheduler,
-        amp=device_amp_policy(device, t["amp"]),
-        grad_clip=t["grad_clip"],
         run_dir=run_dir,
-        ckpt_every=t["ckpt_every"],
-        keep_last=t["keep_last"],
-        log_every=t["log_every"],
-        eval_every=t["eval_every"],
         eval_fn=lambda m: evaluate_classifier(m, setup.eval_loader, device),
         resume_from=resume_from,
         config=cfg,
         progress=progress,
+        **trainer_options(cfg["trainer"], device, stop_after),
     )
     return result, setup
 

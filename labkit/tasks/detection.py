@@ -47,9 +47,8 @@ from labkit.detection.model import TinyDetector
 from labkit.detection.visualize import prediction_grid
 from labkit.done import Check
 from labkit.trainers.optim import build_optimizer, build_scheduler
-from labkit.trainers.supervised_trainer import TrainResult, train
+from labkit.trainers.supervised_trainer import TrainResult, train, trainer_options
 from labkit.utils.config import ConfigError, apply_overrides, get, load_config
-from labkit.utils.device import device_amp_policy
 from labkit.utils.logging import get_writer
 from labkit.utils.seed import set_seed
 
@@ -371,21 +370,15 @@ def run(
             setup.optimizer,
             setup.train_loader,
             setup.loss_fn,
-            max_steps=stop_after or t["max_steps"],
             device=device,
             scheduler=setup.scheduler,
-            amp=device_amp_policy(device, t["amp"]),
-            grad_clip=t["grad_clip"],
             run_dir=run_dir,
-            ckpt_every=t["ckpt_every"],
-            keep_last=t["keep_last"],
-            log_every=t["log_every"],
-            eval_every=t["eval_every"],
             eval_fn=eval_fn,
             resume_from=resume_from,
             config=cfg,
             progress=progress,
             before_step=stage,
+            **trainer_options(t, device, stop_after),
         )
     finally:
         if writer is not None:

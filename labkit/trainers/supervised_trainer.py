@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from labkit.utils.checkpoint import checkpoint_name, load_checkpoint, save_checkpoint
-from labkit.utils.device import AMP_OFF, AmpPolicy
+from labkit.utils.device import AMP_OFF, AmpPolicy, device_amp_policy
 from labkit.utils.logging import MetricsLogger, get_logger
 from labkit.utils.meters import AverageMeter, ThroughputMeter
 from labkit.utils.seed import set_rng_state
@@ -108,7 +108,11 @@ def train_step(
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepOutput(loss.detach(), grad_norm.detach(), {k: v.detach() if torch.is_tensor(v) else v for k, v in parts.items()})
+    return StepOutput(
+        loss.detach(),
+        grad_norm.detach(),
+        {k: v.detach() if torch.is_tensor(v) else v for k, v in parts.items()},
+    )
 
 
 class _StopOnSignal:
@@ -152,6 +156,24 @@ def _batch_size(batch: Any) -> int:
     if isinstance(first, dict):
         first = next(iter(first.values()))
     return len(first) if hasattr(first, "__len__") else 1
+
+
+def trainer_options(trainer_cfg: dict, device: torch.device, stop_after: int | None = None) -> dict:
+    """A config's ``trainer:`` section as keyword arguments of :func:`train`.
+
+    ``stop_after=N`` stops after N steps as if interrupted, while the LR schedule (built by the
+    task from ``trainer.max_steps``) still spans the whole run: used to show exact resume.
+    """
+    t = trainer_cfg
+    return {
+        "max_steps": stop_after or t["max_steps"],
+        "amp": device_amp_policy(device, t["amp"]),
+        "grad_clip": t["grad_clip"],
+        "ckpt_every": t["ckpt_every"],
+        "keep_last": t["keep_last"],
+        "log_every": t["log_every"],
+        "eval_every": t["eval_every"],
+    }
 
 
 def train(
