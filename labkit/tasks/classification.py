@@ -146,9 +146,9 @@ def check_p00_overfit(steps: int = 300, size: int = 32) -> Check:
     below = next((i + 1 for i, loss in enumerate(result.losses) if loss < 0.01), None)
     final = result.losses[-1]
     measured = (
-        f"final loss {final:.5f}; first < 0.01 at step {below}"
+        f"final loss {final:.1e}; first < 0.01 at step {below}"
         if below
-        else f"final loss {final:.4f}"
+        else f"final loss {final:.1e}"
     )
     return Check(
         f"overfit {size} samples",
