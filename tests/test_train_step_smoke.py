@@ -148,8 +148,16 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
         return ce(m, batch)
 
     result = train(
-        model, optimizer, loader, loss_then_signal, max_steps=100, run_dir=tmp_path, progress=False
+        model,
+        optimizer,
+        loader,
+        loss_then_signal,
+        max_steps=100,
+        run_dir=tmp_path,
+        progress=False,
+        eval_fn=lambda m: {"accuracy": 0.0},
     )
     assert result.stopped_by == "SIGTERM" and result.step == 3
+    assert result.eval_history == []  # a stop request saves and leaves: no final evaluation
     assert result.last_checkpoint.name == "step_00000003.pt"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored

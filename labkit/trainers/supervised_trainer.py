@@ -242,9 +242,10 @@ def train(
     result = TrainResult(step, [], [], [], "max_steps", run_dir, None)
 
     def checkpoint() -> None:
-        if ckpt_dir is not None:
+        path = ckpt_dir / checkpoint_name(step) if ckpt_dir is not None else None
+        if path is not None and path != result.last_checkpoint:  # not twice for one step
             result.last_checkpoint = save_checkpoint(
-                ckpt_dir / checkpoint_name(step),
+                path,
                 model,
                 optimizer,
                 scaler if amp.use_scaler else None,
@@ -328,19 +329,15 @@ def train(
                         checkpoint()
                     if step >= max_steps or stop.received is not None:
                         break
-            if stop.received is not None:
+            if stop.received is not None:  # save at once, still shielded from a second Ctrl-C
                 result.stopped_by = stop.received
-                log.warning(
-                    "%s received: stopping at step %d with a checkpoint", stop.received, step
-                )
-        if eval_fn is not None and not (
-            result.eval_history and result.eval_history[-1]["step"] == step
-        ):
-            evaluate()
-        if result.last_checkpoint is None or not result.last_checkpoint.name == checkpoint_name(
-            step
-        ):
-            checkpoint()
+                log.warning("%s received: stopping at step %d", stop.received, step)
+                checkpoint()
+        if result.stopped_by == "max_steps":
+            evaluated = result.eval_history and result.eval_history[-1]["step"] == step
+            if eval_fn is not None and not evaluated:
+                evaluate()
+            checkpoint()  # eval before checkpoint, as inside the loop: resume sees the same RNG
     finally:
         bar.close()
         metrics.close()
