@@ -25,7 +25,7 @@ from labkit.trainers.supervised_trainer import TrainingDiverged
 from labkit.utils.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint
 from labkit.utils.config import ConfigError, apply_overrides, load_config
 from labkit.utils.device import DeviceError, get_device
-from labkit.utils.logging import get_logger
+from labkit.utils.logging import get_logger, json_safe
 from labkit.utils.seed import set_seed
 
 log = get_logger(__name__)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         resume_path = None
         if args.resume:
             resume_path = latest_checkpoint(args.resume)
-            saved_cfg = read_checkpoint(resume_path)["config"]
+            resume_step, saved_cfg = (read_checkpoint(resume_path)[k] for k in ("step", "config"))
             cfg = saved_cfg if saved_cfg else load_config(args.config)
         else:
             cfg = load_config(args.config)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = resume_path.parent.parent  # runs/<exp>/<run>/checkpoints/step_N.pt
         else:
             run_dir = make_run_dir(cfg, Path(args.runs_dir))
-        suffix = "" if resume_path is None else f".resume{read_checkpoint(resume_path)['step']}"
+        suffix = "" if resume_path is None else f".resume{resume_step}"
         (run_dir / f"config{suffix}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         (run_dir / f"env{suffix}.json").write_text(
             json.dumps(environment_info(device, cfg["seed"]), indent=2)
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, DeviceError, DataError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({"run_dir": str(run_dir), **summary}))
+    print(json.dumps(json_safe({"run_dir": str(run_dir), **summary})))
     return 130 if summary.get("stopped_by", "max_steps") != "max_steps" else 0
 
 

@@ -395,10 +395,7 @@ def cli_run(
         "step": result.step,
         "stopped_by": result.stopped_by,
         "data": cfg["data"]["dataset"],
-        **{
-            k: (None if isinstance(v, float) and math.isnan(v) else v)
-            for k, v in result.last_eval.items()
-        },
+        **result.last_eval,
     }
 
 

@@ -38,6 +38,11 @@ def get_writer(log_dir: str | Path):
     return SummaryWriter(log_dir=str(log_dir))
 
 
+def json_safe(row: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities become ``None``: strict JSON has no such numbers."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
 class MetricsLogger:
     """Append ``{"step": s, key: value, ...}`` lines to ``metrics.jsonl`` and mirror them to TensorBoard.
 
@@ -65,15 +70,7 @@ class MetricsLogger:
         row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
         self.history.append(row)
         if self._file is not None:
-            self._file.write(
-                json.dumps(
-                    {
-                        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                        for k, v in row.items()
-                    }
-                )
-                + "\n"
-            )
+            self._file.write(json.dumps(json_safe(row)) + "\n")
         if self._writer is not None:
             for key, value in metrics.items():
                 self._writer.add_scalar(key, value, step)
