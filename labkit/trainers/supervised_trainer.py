@@ -43,7 +43,7 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class StepOutput:
     loss: torch.Tensor  # detached scalar
-    grad_norm: torch.Tensor  # total L2 norm of the gradients before clipping
+    grad_norm: torch.Tensor | None  # L2 norm of all gradients before clipping (None: not measured)
     parts: dict[str, torch.Tensor | float] = field(default_factory=dict)  # extra logged terms
 
 
@@ -51,7 +51,7 @@ class StepOutput:
 class TrainResult:
     step: int
     losses: list[float]  # one per optimizer step run in this call
-    grad_norms: list[float]
+    grad_norms: list[float]  # every step when clipping, else the logging steps only
     eval_history: list[dict[str, float]]
     stopped_by: str  # "max_steps" or the signal's name
     run_dir: Path | None
@@ -82,6 +82,7 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     amp: AmpPolicy = AMP_OFF,
     grad_clip: float | None = None,
+    measure_grad_norm: bool = True,
 ) -> StepOutput:
     """One optimizer step on one batch (already on the model's device).
 
@@ -100,8 +101,10 @@ def train_step(
     (scaler.scale(loss) if use_scaler else loss).backward()
     if use_scaler:
         scaler.unscale_(optimizer)  # clip true gradients, not scaled ones
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else math.inf)
+    grad_norm = None
+    if grad_clip or measure_grad_norm:  # measuring alone costs a pass over all gradients
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf).detach()
     if use_scaler:
         scaler.step(optimizer)
         scaler.update()
@@ -110,7 +113,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     return StepOutput(
         loss.detach(),
-        grad_norm.detach(),
+        grad_norm,
         {k: v.detach() if torch.is_tensor(v) else v for k, v in parts.items()},
     )
 
@@ -295,6 +298,7 @@ def train(
                         scaler=scaler,
                         amp=amp,
                         grad_clip=grad_clip,
+                        measure_grad_norm=(step + 1) % log_every == 0 or step + 1 == max_steps,
                     )
                     if scheduler is not None:
                         scheduler.step()
@@ -307,7 +311,8 @@ def train(
                             f"run with trainer.overfit=32 to debug on a small fixed batch."
                         )
                     result.losses.append(loss)
-                    result.grad_norms.append(float(out.grad_norm))
+                    if out.grad_norm is not None:
+                        result.grad_norms.append(float(out.grad_norm))
                     loss_meter.update(loss)
                     throughput.tick(_batch_size(batch))
                     bar.update(1)
