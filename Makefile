@@ -51,7 +51,7 @@ lab:
 
 rerun:
 	mkdir -p runs/notebooks
-	$(PY) -m papermill -k python3 notebooks/$(NB).ipynb runs/notebooks/$(NB)-$$(date +%Y%m%d-%H%M%S).ipynb $(PARAMS)
+	$(PY) -m papermill -k python3 --language python notebooks/$(NB).ipynb runs/notebooks/$(NB)-$$(date +%Y%m%d-%H%M%S).ipynb $(PARAMS)
 
 done:
 	$(PY) -m labkit.done $(PHASE)
