@@ -19,7 +19,6 @@ Explained in notebooks/30_rl_basics.py.
 from __future__ import annotations
 
 import copy
-import difflib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,12 +51,11 @@ from labkit.utils.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from labkit.utils.config import ConfigError, get
+from labkit.utils.config import ConfigError, get, load_config, merge_config
 from labkit.utils.device import get_device
 from labkit.utils.logging import MetricsLogger, get_logger
 from labkit.utils.seed import set_rng_state, set_seed
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 log = get_logger(__name__)
 
 
@@ -430,8 +428,7 @@ def with_defaults(cfg: dict, name: str) -> dict:
     So a partial config (a test's ``{"dqn": {"total_env_steps": 500}}``) runs, and a typo such
     as ``dqn.learning_rte`` fails loudly instead of silently using the default.
     """
-    defaults = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
-    merged = _merge_known(defaults, cfg, prefix="")
+    merged = merge_config(load_config(name), cfg, strict=True)
     for dotted, allowed in _CHOICES.items():
         value = get(merged, dotted, default=allowed[0])
         if value not in allowed:
@@ -442,26 +439,6 @@ def with_defaults(cfg: dict, name: str) -> dict:
 
 # keys with a fixed set of values, checked before anything runs (the first value is the default)
 _CHOICES = {"dqn.loss": ("huber", "mse"), "pg.baseline": BASELINES}
-
-
-def _merge_known(base: dict, top: dict, prefix: str) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in top.items():
-        if key not in base:
-            if not prefix:  # top-level extras (e.g. run names added by labkit.train) are kept
-                merged[key] = copy.deepcopy(value)
-                continue
-            close = difflib.get_close_matches(key, list(base), n=1)
-            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(
-                f"Unknown config key '{prefix}{key}'.{hint} Valid keys under '{prefix[:-1]}': "
-                f"{', '.join(base)}."
-            )
-        if isinstance(base[key], dict) and isinstance(value, dict):
-            merged[key] = _merge_known(base[key], value, prefix=f"{prefix}{key}.")
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 @contextmanager

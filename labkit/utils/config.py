@@ -41,11 +41,27 @@ def _resolve_path(path_or_name: str | Path) -> Path:
     )
 
 
-def _deep_merge(base: dict, top: dict) -> dict:
+def merge_config(base: dict, top: dict, *, strict: bool = False, _prefix: str = "") -> dict:
+    """A copy of ``base`` with ``top``'s values on top; nested mappings are merged key by key.
+
+    Args:
+        strict: a key of ``top`` that ``base`` lacks raises ``ConfigError`` naming the closest
+            valid key, so a typo cannot silently fall back to a default. Top-level extras (run
+            names and the like) are kept.
+    """
     merged = copy.deepcopy(base)
     for key, value in top.items():
+        if strict and _prefix and key not in base:
+            close = difflib.get_close_matches(key, list(base), n=1)
+            hint = f" Did you mean '{_prefix}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"Unknown config key '{_prefix}{key}'.{hint} Valid keys under '{_prefix[:-1]}': "
+                f"{', '.join(base)}."
+            )
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = merge_config(
+                merged[key], value, strict=strict, _prefix=f"{_prefix}{key}."
+            )
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -69,7 +85,7 @@ def load_config(path_or_name: str | Path) -> dict:
         )
     parent = cfg.pop("extends", None)
     if parent is not None:
-        cfg = _deep_merge(load_config(parent), cfg)
+        cfg = merge_config(load_config(parent), cfg)
     return cfg
 
 
