@@ -1,0 +1,9 @@
+"""Phase 20: a mini DDPM, every piece written out and tested.
+
+Modules, in reading order: ``schedule`` (β_t, ᾱ_t and the forward process), ``unet`` (the ε/v
+network), ``losses`` (L_simple, label dropout for guidance), ``sampling`` (DDPM, DDIM,
+classifier-free guidance), ``ema`` (the averaged weights one samples with), ``quality`` (judging
+samples with a classifier: confident share, class entropy, Fréchet distance), ``data`` (MNIST and
+CIFAR-10 in [-1, 1]).
+Explained in notebooks/20_ddpm.py.
+"""
