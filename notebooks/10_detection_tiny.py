@@ -15,7 +15,7 @@
 # | the model | `labkit.detection.model.TinyDetector` |
 # | VOC mAP, precision-recall curves | `labkit.detection.metrics` |
 # | data (offline shapes, PASCAL VOC) | `labkit.detection.dataset` |
-# | build, train, evaluate | `labkit.tasks.detection` |
+# | build, train, evaluate | `labkit.detection.task` |
 #
 # What you should be able to do afterwards: compute IoU and its variants by hand and say why
 # GIoU/DIoU exist, run NMS in your head on a picture, explain which cells of the grid are
@@ -52,14 +52,14 @@ import labkit
 from labkit.detection.assign import assign_targets, decode_predictions
 from labkit.detection.boxes import box_iou, distance_box_iou, generalized_box_iou
 from labkit.detection.dataset import ShapesDataset, detection_collate, resize
+from labkit.detection.evaluate import predict
 from labkit.detection.metrics import mean_average_precision
 from labkit.detection.nms import nms
+from labkit.detection.task import run
 from labkit.detection.visualize import draw_detections, prediction_grid
-from labkit.tasks.detection import predict, run
 from labkit.utils.config import apply_overrides, load_config
 from labkit.utils.device import get_device
 from labkit.utils.exercise import check_exercise
-from labkit.utils.seed import set_seed
 
 smoke = smoke or os.environ.get("LABKIT_SMOKE") == "1"
 if smoke:
@@ -323,8 +323,8 @@ overfit_cfg = apply_overrides(
         f"trainer.eval_every={max(overfit_steps // 4, 1)}",
     ],
 )
-set_seed(seed)
-overfit_result, overfit_setup = run(overfit_cfg, None, device, progress=False)
+overfit_run = run(overfit_cfg, None, device, progress=False)  # seeds from the config
+overfit_result, overfit_setup = overfit_run.details, overfit_run.setup
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3))
 ax1.semilogy(overfit_result.losses)
 ax1.set(xlabel="step", ylabel="loss (focal + box)", title=f"overfitting {overfit_images} images")
@@ -349,8 +349,8 @@ train_cfg = apply_overrides(
 )
 if smoke:
     train_cfg = apply_overrides(train_cfg, ["data.train_images=32", "data.val_images=8"])
-set_seed(seed)
-result, setup = run(train_cfg, RUNS / "shapes", device, progress=not smoke)
+outcome = run(train_cfg, RUNS / "shapes", device, progress=not smoke)
+result, setup = outcome.details, outcome.setup
 print({k: round(v, 3) for k, v in result.last_eval.items()})
 
 preds, val_targets = predict(setup.model, setup.eval_loader, device)

@@ -13,8 +13,9 @@
 # | experience replay | `labkit.rl.replay.ReplayBuffer` |
 # | ε-greedy, target network, one DQN update | `labkit.rl.dqn` |
 # | one REINFORCE update with a baseline | `labkit.rl.pg` |
-# | the training loops (logging, evaluation, checkpoints) | `labkit.trainers.rl_trainer` |
-# | several seeds, failure modes, curves | `labkit.tasks.rl` |
+# | the training loops | `labkit.rl.loops` (`train_dqn`, `train_pg`) |
+# | what every RL loop shares (evaluation, logging, checkpoints) | `labkit.trainers.rl_trainer` |
+# | several seeds, failure modes, curves | `labkit.rl.task` |
 #
 # What you should be able to do afterwards: write a TD target and discounted returns from memory,
 # say why DQN needs replay and a target network, say what a baseline does to a policy gradient,
@@ -46,11 +47,12 @@ import numpy as np
 import torch
 
 from labkit.rl.dqn import dqn_update
-from labkit.rl.envs import evaluate_policy, make_env
+from labkit.rl.envs import make_env
 from labkit.rl.losses import discounted_returns, td_targets
 from labkit.rl.networks import ActorCritic
 from labkit.rl.pg import collect_episode, reinforce_update
-from labkit.tasks.rl import FAILURE_MODES, eval_curves, run_failure_mode, run_seeds
+from labkit.rl.task import FAILURE_MODES, eval_curves, run_failure_mode, run_seeds
+from labkit.trainers.rl_trainer import evaluate_policy
 from labkit.utils.config import apply_overrides, load_config
 from labkit.utils.exercise import check_exercise
 
@@ -62,8 +64,8 @@ if smoke:
     dqn_eval_every, pg_eval_every = 250, 5
 torch.set_num_threads(1)  # a 2-layer MLP on 4 numbers: threads only add overhead
 logging.getLogger("labkit").setLevel(logging.WARNING)  # no per-evaluation lines: we plot them
-dqn_cfg = apply_overrides(load_config("p30_dqn"), [f"eval.every_env_steps={dqn_eval_every}"])
-pg_cfg = apply_overrides(load_config("p30_pg"), [f"eval.every_episodes={pg_eval_every}"])
+dqn_cfg = apply_overrides(load_config("p30_dqn"), [f"trainer.eval_every={dqn_eval_every}"])
+pg_cfg = apply_overrides(load_config("p30_pg"), [f"trainer.eval_every={pg_eval_every}"])
 print(
     f"smoke={smoke}, seeds {seeds}, DQN budget {dqn_env_steps} env steps, PG {pg_episodes} episodes"
 )
@@ -252,8 +254,8 @@ print(f"cosine between the two mean gradients: {cosine:.3f}")
 # its last value from then on. Thin lines are single seeds; the band spans min to max.
 
 # %%
-dqn_runs = run_seeds(dqn_cfg, seeds, [f"dqn.total_env_steps={dqn_env_steps}"])
-pg_runs = run_seeds(pg_cfg, seeds, [f"pg.total_episodes={pg_episodes}"])
+dqn_runs = run_seeds(dqn_cfg, seeds, [f"trainer.max_env_steps={dqn_env_steps}"])
+pg_runs = run_seeds(pg_cfg, seeds, [f"trainer.max_episodes={pg_episodes}"])
 for label, runs in (("DQN", dqn_runs), ("REINFORCE", pg_runs)):
     for s in runs:
         verdict = "solved" if s["solved"] else "not solved"
@@ -304,10 +306,13 @@ for name, mode in FAILURE_MODES.items():
 # Overrides for both variants: the evaluation period and the shorter budget.
 settings = {
     "p30_dqn": [
-        f"eval.every_env_steps={dqn_eval_every}",
-        f"dqn.total_env_steps={failure_dqn_env_steps}",
+        f"trainer.eval_every={dqn_eval_every}",
+        f"trainer.max_env_steps={failure_dqn_env_steps}",
     ],
-    "p30_pg": [f"eval.every_episodes={pg_eval_every}", f"pg.total_episodes={failure_pg_episodes}"],
+    "p30_pg": [
+        f"trainer.eval_every={pg_eval_every}",
+        f"trainer.max_episodes={failure_pg_episodes}",
+    ],
 }
 # The working runs are the same for every failure mode of one algorithm: train them once.
 working = {config: run_seeds(config, failure_seeds, extra) for config, extra in settings.items()}

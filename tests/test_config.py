@@ -5,7 +5,7 @@ from labkit.utils.config import ConfigError, apply_overrides, available_configs,
 
 def test_named_config_loads():
     cfg = load_config("p00_mnist")
-    assert cfg["task"] == "classification" and cfg["trainer"]["max_steps"] > 0
+    assert cfg["phase"] == "p00" and cfg["trainer"]["max_steps"] > 0
     assert "p00_mnist" in available_configs()
 
 

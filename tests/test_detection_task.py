@@ -18,7 +18,8 @@ import torch
 
 from labkit.data.common import DataError
 from labkit.detection import model as model_module
-from labkit.tasks.detection import build, precision_recall_at, run
+from labkit.detection.evaluate import precision_recall_at
+from labkit.detection.task import build, run
 from labkit.train import main as train_main
 from labkit.utils.config import ConfigError, apply_overrides, load_config
 from labkit.utils.seed import set_seed
@@ -43,8 +44,8 @@ def tiny_cfg(*overrides: str) -> dict:
 
 def test_run_trains_evaluates_and_logs(tmp_path):
     cfg = tiny_cfg("trainer.max_steps=3", "trainer.eval_every=3", "trainer.log_every=1")
-    set_seed(cfg["seed"])
-    result, setup = run(cfg, tmp_path, torch.device("cpu"), progress=False)
+    outcome = run(cfg, tmp_path, torch.device("cpu"), progress=False)
+    result, setup = outcome.details, outcome.setup
     assert result.step == 3 and len(result.losses) == 3
     assert all(torch.isfinite(torch.tensor(result.losses)))
     evaluation = result.last_eval
@@ -58,17 +59,15 @@ def test_run_trains_evaluates_and_logs(tmp_path):
 def test_backbone_frozen_until_unfreeze_at():
     # With unfreeze_at=2, two steps change the head only; a third moves the backbone too.
     cfg = tiny_cfg("trainer.max_steps=3", "trainer.eval_every=0", "model.unfreeze_at=2")
-    set_seed(cfg["seed"])
+    set_seed(cfg["seed"])  # as run() does before it builds
     initial = build(cfg, torch.device("cpu")).model.backbone.state_dict()
     assert not any(
         p.requires_grad for p in build(cfg, torch.device("cpu")).model.backbone.parameters()
     )
-    set_seed(cfg["seed"])
-    _, two = run(cfg, None, torch.device("cpu"), stop_after=2, progress=False)
+    two = run(cfg, None, torch.device("cpu"), stop_after=2, progress=False).setup
     # Same seed, same initial weights: the frozen backbone (BatchNorm statistics too) is intact.
     assert all(torch.equal(initial[k], v) for k, v in two.model.backbone.state_dict().items())
-    set_seed(cfg["seed"])
-    _, three = run(cfg, None, torch.device("cpu"), stop_after=3, progress=False)
+    three = run(cfg, None, torch.device("cpu"), stop_after=3, progress=False).setup
     assert three.model.backbone_trainable
     assert not all(torch.equal(initial[k], v) for k, v in three.model.backbone.state_dict().items())
 
@@ -86,14 +85,13 @@ def test_exact_resume_across_the_unfreeze(tmp_path):
         "eval.log_images=0",
     )
     cpu = torch.device("cpu")
-    set_seed(cfg["seed"])
-    straight, straight_setup = run(cfg, tmp_path / "straight", cpu, progress=False)
-    set_seed(cfg["seed"])
-    first, _ = run(cfg, tmp_path / "split", cpu, stop_after=steps, progress=False)
-    set_seed(cfg["seed"])
-    second, split_setup = run(
+    straight_run = run(cfg, tmp_path / "straight", cpu, progress=False)
+    straight, straight_setup = straight_run.details, straight_run.setup
+    first = run(cfg, tmp_path / "split", cpu, stop_after=steps, progress=False).details
+    second_run = run(
         cfg, tmp_path / "split", cpu, resume_from=first.last_checkpoint, progress=False
     )
+    second, split_setup = second_run.details, second_run.setup
     assert straight.losses == first.losses + second.losses
     for a, b in zip(
         straight_setup.model.state_dict().values(),

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from labkit.tasks.rl import FAILURE_MODES, run_seeds
+from labkit.rl.task import FAILURE_MODES, run_seeds
 from labkit.utils.config import apply_overrides, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-DQN_FEW_STEPS = ["dqn.total_env_steps=300", "dqn.learning_starts=100", "dqn.hidden=[32,32]",
-                 "eval.every_env_steps=0", "eval.solve_episodes=5"]  # fmt: skip
-PG_FEW_EPISODES = ["pg.total_episodes=4", "pg.hidden=[16]", "eval.every_episodes=0",
+DQN_FEW_STEPS = ["trainer.max_env_steps=300", "dqn.learning_starts=100", "dqn.hidden=[32,32]",
+                 "trainer.eval_every=0", "eval.solve_episodes=5"]  # fmt: skip
+PG_FEW_EPISODES = ["trainer.max_episodes=4", "pg.hidden=[16]", "trainer.eval_every=0",
                    "eval.solve_episodes=5"]  # fmt: skip
 
 
@@ -53,7 +53,7 @@ def test_cli_dqn_writes_a_complete_run_folder(dqn_run):
 def test_cli_resume_from_a_run_folder_continues(dqn_run):
     run_dir = Path(dqn_run["run_dir"])
     resumed = summary_of(
-        train_cli("p30_dqn", "dqn.total_env_steps=600", options=("--resume", str(run_dir)))
+        train_cli("p30_dqn", "trainer.max_env_steps=600", options=("--resume", str(run_dir)))
     )
     assert resumed["run_dir"] == str(run_dir)  # the same folder, not a new run
     assert resumed["env_steps"] == 600 and resumed["updates"] == 128 + 128  # steps 256 and 512
@@ -74,11 +74,11 @@ def test_cli_pg_smoke(tmp_path):
 
 
 def test_cli_bad_override_is_a_one_paragraph_error(tmp_path):
-    result = train_cli("p30_dqn", "dqn.learning_rte=0.1", options=("--runs-dir", str(tmp_path)))
+    result = train_cli("p30_dqn", "optim.lrr=0.1", options=("--runs-dir", str(tmp_path)))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error) == 1 and "Did you mean 'dqn.learning_rate'?" in error[0]
+    assert len(error) == 1 and "Did you mean 'optim.lr'?" in error[0]
     assert not list(tmp_path.iterdir())  # nothing written for a run that never started
 
 

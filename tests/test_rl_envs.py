@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from labkit.rl.envs import (
-    evaluate_policy,
-    finished_episodes,
     get_env_state,
     make_env,
     make_vector_env,
     set_env_state,
     valid_transitions,
 )
+from labkit.trainers.rl_trainer import evaluate_policy, finished_episodes
 
 
 def test_valid_transitions_hand_built_scenario():

@@ -3,26 +3,36 @@
 import pytest
 import torch
 
-from labkit.trainers.rl_trainer import read_rl_checkpoint, train_dqn, train_pg, with_defaults
+from labkit.rl.config import with_defaults
+from labkit.rl.task import run
+from labkit.trainers.rl_trainer import read_loop_checkpoint
 from labkit.utils.checkpoint import CheckpointError
 from labkit.utils.config import ConfigError
+
+
+def train_dqn(cfg: dict, run_dir=None, **kwargs) -> dict:
+    return run({**cfg, "algo": "dqn"}, run_dir, torch.device("cpu"), **kwargs).details
+
+
+def train_pg(cfg: dict, run_dir=None, **kwargs) -> dict:
+    return run({**cfg, "algo": "pg"}, run_dir, torch.device("cpu"), **kwargs).details
+
 
 # Small and fast: a few hundred steps, no evaluation during training.
 DQN_TINY = {
     "seed": 0,
     "env": {"num_envs": 2},
-    "dqn": {"total_env_steps": 400, "hidden": [32, 32], "learning_starts": 100,
+    "trainer": {"max_env_steps": 400, "eval_every": 0, "log_every": 10, "ckpt_every": 200},
+    "dqn": {"hidden": [32, 32], "learning_starts": 100,
             "batch_size": 32, "target_every": 50, "exploration_steps": 200},
-    "eval": {"every_env_steps": 0, "solve_episodes": 5},
-    "log": {"every_env_steps": 10},
-    "checkpoint": {"every_env_steps": 200},
+    "eval": {"solve_episodes": 5},
 }  # fmt: skip
 
 PG_TINY = {
     "seed": 0,
-    "pg": {"total_episodes": 12, "hidden": [16], "episodes_per_update": 2},
-    "eval": {"every_episodes": 0, "solve_episodes": 5},
-    "checkpoint": {"every_episodes": 6},
+    "trainer": {"max_episodes": 12, "eval_every": 0, "ckpt_every": 6},
+    "pg": {"hidden": [16], "episodes_per_update": 2},
+    "eval": {"solve_episodes": 5},
 }
 
 
@@ -42,7 +52,7 @@ def test_dqn_checkpoint_resume_is_exact(tmp_path):
     assert len(checkpoints) == 2
     assert not list((tmp_path / "full" / "checkpoints").glob("*.tmp"))  # atomic writes
 
-    mid = read_rl_checkpoint(checkpoints[0])  # weights_only=True inside: plain types only
+    mid = read_loop_checkpoint(checkpoints[0])  # weights_only=True inside: plain types only
     after = mid["step"]
     assert after in (200, 201) and len(mid["extra"]["replay"]["obs"]) == after
     assert mid["extra"]["state"]["env_steps"] == after and mid["extra"]["algo"] == "dqn"
@@ -50,8 +60,8 @@ def test_dqn_checkpoint_resume_is_exact(tmp_path):
     resumed = train_dqn(DQN_TINY, tmp_path / "resumed", resume_from=checkpoints[0], progress=False)
     expected, got = _losses(full, after), _losses(resumed, after)
     assert len(expected) >= 15 and got == expected  # identical TD losses, Q values, grad norms
-    end_full = read_rl_checkpoint(checkpoints[1])
-    end_resumed = read_rl_checkpoint(tmp_path / "resumed" / "checkpoints" / checkpoints[1].name)
+    end_full = read_loop_checkpoint(checkpoints[1])
+    end_resumed = read_loop_checkpoint(tmp_path / "resumed" / "checkpoints" / checkpoints[1].name)
     for name, tensor in end_full["model"].items():  # the online Q-network
         assert torch.equal(tensor, end_resumed["model"][name])
     assert resumed["episodes"] == full["episodes"]
@@ -61,7 +71,7 @@ def test_dqn_checkpoint_resume_is_exact(tmp_path):
 def test_pg_checkpoint_resume_is_exact(tmp_path):
     full = train_pg(PG_TINY, tmp_path / "full", progress=False)
     first = sorted((tmp_path / "full" / "checkpoints").glob("step_*.pt"))[0]
-    mid = read_rl_checkpoint(first)
+    mid = read_loop_checkpoint(first)
     assert mid["extra"]["state"]["episodes"] == 6
 
     resumed = train_pg(PG_TINY, tmp_path / "resumed", resume_from=first, progress=False)
@@ -73,7 +83,7 @@ def test_pg_checkpoint_resume_is_exact(tmp_path):
 def test_short_dqn_run_beats_a_random_policy():
     # A random CartPole policy averages ~22. A few thousand steps of DQN should clearly beat it.
     # The shipped p30_dqn config, cut to 3,000 env steps (about 1,000 updates, a few seconds).
-    cfg = {"seed": 1, "dqn": {"total_env_steps": 3000}, "eval": {"every_env_steps": 1000}}
+    cfg = {"seed": 1, "trainer": {"max_env_steps": 3000, "eval_every": 1000}}
     summary = train_dqn(cfg, progress=False)
     assert summary["final_eval_mean_return"] > 60, summary["eval_history"]
     keys = set().union(*summary["metrics"])
@@ -81,33 +91,36 @@ def test_short_dqn_run_beats_a_random_policy():
             "losses/grad_norm", "eval/mean_return"} <= keys  # fmt: skip
 
 
-def test_run_folder_has_metrics_config_and_tensorboard(tmp_path):
-    train_pg({**PG_TINY, "pg": {**PG_TINY["pg"], "total_episodes": 2}}, tmp_path, progress=False)
+def test_run_folder_has_metrics_and_tensorboard(tmp_path):
+    train_pg(
+        {**PG_TINY, "trainer": {**PG_TINY["trainer"], "max_episodes": 2}}, tmp_path, progress=False
+    )
     assert (tmp_path / "metrics.jsonl").stat().st_size > 0
-    assert (tmp_path / "config.yaml").exists()
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 
 def test_unknown_config_key_fails_loudly():
-    with pytest.raises(ConfigError, match="dqn.learning_rate"):
-        with_defaults({"dqn": {"learning_rte": 0.1}}, "p30_dqn")
+    with pytest.raises(ConfigError, match="optim.lr"):
+        with_defaults({"optim": {"lrr": 0.1}}, "p30_dqn")
     with pytest.raises(ConfigError, match="'pg.baseline' is 'mena'"):
         with_defaults({"pg": {"baseline": "mena"}}, "p30_pg")
     assert with_defaults({"seed": 5}, "p30_pg")["pg"]["baseline"] == "value"
 
 
 def test_bad_checkpoints_raise_checkpoint_error(tmp_path):
-    train_pg({**PG_TINY, "pg": {**PG_TINY["pg"], "total_episodes": 2}}, tmp_path, progress=False)
+    train_pg(
+        {**PG_TINY, "trainer": {**PG_TINY["trainer"], "max_episodes": 2}}, tmp_path, progress=False
+    )
     good = sorted((tmp_path / "checkpoints").glob("step_*.pt"))[-1]
     with pytest.raises(CheckpointError, match="No checkpoint at"):
-        read_rl_checkpoint(tmp_path / "checkpoints" / "step_99999999.pt")
+        read_loop_checkpoint(tmp_path / "checkpoints" / "step_99999999.pt")
     truncated = tmp_path / "elsewhere" / "cut.pt"  # as if the disk filled up mid-copy
     truncated.parent.mkdir()
     truncated.write_bytes(good.read_bytes()[:300])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        read_rl_checkpoint(truncated)
-    with pytest.raises(CheckpointError, match="written by the PG trainer"):
-        train_dqn({"dqn": {"total_env_steps": 10}}, resume_from=good, progress=False)
+        read_loop_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="written by the PG loop"):
+        train_dqn({"trainer": {"max_env_steps": 10}}, resume_from=good, progress=False)
     wider = {**PG_TINY, "pg": {**PG_TINY["pg"], "hidden": [32]}}
     with pytest.raises(CheckpointError, match="actor-critic state does not fit"):
         train_pg(wider, resume_from=tmp_path, progress=False)  # a run folder: its newest file
@@ -115,7 +128,7 @@ def test_bad_checkpoints_raise_checkpoint_error(tmp_path):
 
 def test_thread_count_is_left_alone_unless_asked():
     before = torch.get_num_threads()
-    tiny = {**PG_TINY, "pg": {**PG_TINY["pg"], "total_episodes": 1}}
+    tiny = {**PG_TINY, "trainer": {**PG_TINY["trainer"], "max_episodes": 1}}
     train_pg({**tiny, "torch_threads": None}, progress=False)
     assert torch.get_num_threads() == before
     train_pg({**tiny, "torch_threads": 2}, progress=False)  # asked for: set, then restored

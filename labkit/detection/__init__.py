@@ -2,6 +2,7 @@
 
 Modules, in reading order: ``boxes`` (IoU geometry), ``nms``, ``assign`` (which grid cells learn
 which box; decoding), ``losses`` (focal, GIoU/DIoU, the detector's loss), ``model``
-(``TinyDetector``), ``metrics`` (VOC mAP), ``dataset`` (synthetic shapes, VOC), ``visualize``.
+(``TinyDetector``), ``metrics`` (VOC mAP), ``dataset`` (synthetic shapes, VOC, transforms),
+``evaluate`` (predict and score a loader), ``visualize``, ``task`` (build / run / checks).
 Explained in notebooks/10_detection_tiny.py.
 """

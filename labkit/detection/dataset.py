@@ -331,3 +331,25 @@ def voc_dataset(
             "use ShapesDataset instead."
         ) from error
     return VOCDetectionDataset(voc, classes, max_images, transform=transform)
+
+
+class Compose:
+    """Apply box-aware transforms ``t(image, target) -> (image, target)`` in order."""
+
+    def __init__(self, *transforms):
+        self.transforms = [t for t in transforms if t is not None]
+
+    def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
+        for t in self.transforms:
+            image, target = t(image, target)
+        return image, target
+
+
+class Resize:
+    """``resize`` as a picklable transform (DataLoader workers pickle the dataset)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
+        return resize(image, target, self.size)

@@ -32,50 +32,31 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from labkit.data.common import DataError, fixed_subset, make_loader
-from labkit.detection.assign import decode_predictions
 from labkit.detection.dataset import (
     VOC_CLASSES,
+    Compose,
     RandomHorizontalFlip,
+    Resize,
     ShapesDataset,
     detection_collate,
-    resize,
     voc_dataset,
 )
+from labkit.detection.evaluate import evaluate_detector, predict
 from labkit.detection.losses import detection_loss
-from labkit.detection.metrics import match_detections, mean_average_precision
 from labkit.detection.model import TinyDetector
 from labkit.detection.visualize import prediction_grid
-from labkit.done import Check
 from labkit.trainers.optim import build_optimizer, build_scheduler
-from labkit.trainers.supervised_trainer import TrainResult, train, trainer_options
+from labkit.trainers.supervised_trainer import StepOutput, TrainResult, train, trainer_options
+from labkit.utils.checkpoint import Checkpoint
+from labkit.utils.checks import Check
 from labkit.utils.config import ConfigError, apply_overrides, get, load_config
-from labkit.utils.logging import get_writer
+from labkit.utils.device import get_device
+from labkit.utils.logging import MetricsLogger
+from labkit.utils.runs import RunResult
 from labkit.utils.seed import set_seed
 
 # ---------------------------------------------------------------------------------------------
 # Data
-
-
-class _Compose:
-    """Apply box-aware transforms ``t(image, target) -> (image, target)`` in order."""
-
-    def __init__(self, *transforms):
-        self.transforms = [t for t in transforms if t is not None]
-
-    def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
-        for t in self.transforms:
-            image, target = t(image, target)
-        return image, target
-
-
-class _Resize:
-    """``resize`` as a picklable transform (DataLoader workers pickle the dataset)."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
-        return resize(image, target, self.size)
 
 
 def build_datasets(cfg: dict, augment: bool) -> tuple[Dataset, Dataset, tuple[str, ...]]:
@@ -102,7 +83,7 @@ def build_datasets(cfg: dict, augment: bool) -> tuple[Dataset, Dataset, tuple[st
     if data["dataset"] == "voc":
         # VOC images differ in size; a batch must stack, so every image is resized to a square
         # (aspect ratio not kept: simple, and the boxes are scaled with the image).
-        size = _Resize(data["image_size"])
+        size = Resize(data["image_size"])
         classes = data["classes"] or VOC_CLASSES
         try:
             train_set = voc_dataset(
@@ -111,7 +92,7 @@ def build_datasets(cfg: dict, augment: bool) -> tuple[Dataset, Dataset, tuple[st
                 classes,
                 data["max_train_images"],
                 download=data["download"],
-                transform=_Compose(size, flip),
+                transform=Compose(size, flip),
             )
             val_set = voc_dataset(
                 data["root"], data["val_split"], classes, data["max_val_images"], transform=size
@@ -126,7 +107,7 @@ def build_datasets(cfg: dict, augment: bool) -> tuple[Dataset, Dataset, tuple[st
 
 
 # ---------------------------------------------------------------------------------------------
-# Loss, evaluation
+# Loss
 
 
 class DetectionLoss:
@@ -138,93 +119,6 @@ class DetectionLoss:
     def __call__(self, model: TinyDetector, batch: tuple[Tensor, list[dict]]):
         images, targets = batch
         return detection_loss(model(images), targets, stride=model.stride, **self.kwargs)
-
-
-@torch.no_grad()
-def predict(
-    model: TinyDetector,
-    loader: DataLoader,
-    device: torch.device,
-    score_thresh: float = 0.05,
-    nms_iou: float = 0.5,
-    max_dets: int = 100,
-) -> tuple[list[dict], list[dict]]:
-    """Detections and targets of every image of ``loader`` (on the CPU), in loader order."""
-    was_training = model.training
-    model.eval()
-    preds, targets = [], []
-    for images, batch_targets in loader:
-        out = model(images.to(device))
-        preds += decode_predictions(
-            out["cls_logits"].float(),
-            out["box_deltas"].float(),
-            model.stride,
-            score_thresh=score_thresh,
-            iou_threshold=nms_iou,
-            max_dets=max_dets,
-        )
-        targets += batch_targets
-    model.train(was_training)
-    return [{k: v.cpu() for k, v in p.items()} for p in preds], targets
-
-
-def precision_recall_at(
-    preds: list[dict],
-    targets: list[dict],
-    num_classes: int,
-    score_thresh: float = 0.5,
-    iou_threshold: float = 0.5,
-) -> tuple[float, float]:
-    """Precision and recall of the detections scoring at least ``score_thresh``.
-
-    One operating point of the precision-recall curve, pooled over classes: the numbers a
-    robot using the detector with that threshold would see. Precision is 0 with no detections.
-    """
-    tp = num_dets = num_gt = 0
-    for pred, target in zip(preds, targets, strict=True):
-        for c in range(num_classes):
-            kept = (pred["labels"] == c) & (pred["scores"] >= score_thresh)
-            gt_boxes = target["boxes"][target["labels"] == c]
-            is_tp = match_detections(
-                pred["boxes"][kept], pred["scores"][kept], gt_boxes, iou_threshold
-            )
-            tp, num_dets, num_gt = (
-                tp + int(is_tp.sum()),
-                num_dets + int(kept.sum()),
-                num_gt + len(gt_boxes),
-            )
-    return (tp / num_dets if num_dets else 0.0), (tp / num_gt if num_gt else 0.0)
-
-
-def evaluate_detector(
-    model: TinyDetector,
-    loader: DataLoader,
-    device: torch.device,
-    num_classes: int,
-    class_names: tuple[str, ...] | None = None,
-    eval_cfg: dict | None = None,
-) -> dict[str, float]:
-    """mAP@0.5 (VOC rules), per-class AP and precision/recall at one score threshold.
-
-    Returns ``{"map50", "precision", "recall", "ap50/<class>"...}`` (the trainer adds ``eval/``).
-    """
-    e = eval_cfg or {}
-    preds, targets = predict(
-        model,
-        loader,
-        device,
-        e.get("score_thresh", 0.05),
-        e.get("nms_iou", 0.5),
-        e.get("max_dets", 100),
-    )
-    iou_threshold = e.get("iou_threshold", 0.5)
-    result = mean_average_precision(preds, targets, num_classes, iou_threshold)
-    precision, recall = precision_recall_at(
-        preds, targets, num_classes, e.get("report_score", 0.5), iou_threshold
-    )
-    names = class_names or tuple(str(c) for c in range(num_classes))
-    per_class = {f"ap50/{n}": ap for n, ap in zip(names, result["ap"]) if not math.isnan(ap)}
-    return {"map50": result["map"], "precision": precision, "recall": recall, **per_class}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +144,7 @@ class DetectionSetup:
 
 def build(cfg: dict, device: torch.device) -> DetectionSetup:
     """Data, model, optimizer and scheduler from a P10 config (call ``set_seed`` first)."""
-    data, m, optim = cfg["data"], cfg["model"], cfg["optim"]
+    data, model_cfg, optim = cfg["data"], cfg["model"], cfg["optim"]
     overfit = get(cfg, "trainer.overfit", 0)
     train_set, eval_set, class_names = build_datasets(cfg, augment=not overfit)
     batch_size = data["batch_size"]
@@ -279,20 +173,20 @@ def build(cfg: dict, device: torch.device) -> DetectionSetup:
     try:
         model = TinyDetector(
             num_classes=len(class_names),
-            backbone=m["backbone"],
-            pretrained=m["pretrained"],
-            stride=m["stride"],
+            backbone=model_cfg["backbone"],
+            pretrained=model_cfg["pretrained"],
+            stride=model_cfg["stride"],
             freeze_backbone=False,  # both parameter groups go into the optimizer ...
-            head_channels=m["head_channels"],
-            backbone_weights=m["backbone_weights"],
+            head_channels=model_cfg["head_channels"],
+            backbone_weights=model_cfg["backbone_weights"],
         )
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         # No weights download, a wrong state dict, a bad backbone name: the message already says
         # what to change; as a ConfigError the CLI prints it without a traceback.
         raise ConfigError(f"model: {error}") from error
     model.to(device)
-    groups = model.param_groups(optim["lr"] * m["backbone_lr_scale"], optim["lr"])
-    model.set_backbone_trainable(m["unfreeze_at"] <= 0)  # ... then the stage of step 0
+    groups = model.param_groups(optim["lr"] * model_cfg["backbone_lr_scale"], optim["lr"])
+    model.set_backbone_trainable(model_cfg["unfreeze_at"] <= 0)  # ... then the stage of step 0
     optimizer = build_optimizer(groups, optim["name"], optim["lr"], optim["weight_decay"])
     # One LR multiplier for both groups: the backbone keeps its ratio to the head throughout.
     scheduler = build_scheduler(
@@ -314,89 +208,92 @@ def build(cfg: dict, device: torch.device) -> DetectionSetup:
 class BackboneStage:
     """``before_step`` hook: backbone frozen before ``unfreeze_at``, trainable from it on.
 
-    A pure function of the step (a resumed run is in the same stage as the run it continues);
-    it also remembers the step, so evaluation can label the images it logs.
+    A pure function of the step: a resumed run is in the same stage as the run it continues.
     """
 
     def __init__(self, model: TinyDetector, unfreeze_at: int):
         self.model, self.unfreeze_at = model, unfreeze_at
-        self.steps_done = 0
 
     def __call__(self, step: int) -> None:
         trainable = step >= self.unfreeze_at
         if trainable != self.model.backbone_trainable:
             self.model.set_backbone_trainable(trainable)
-        self.steps_done = step + 1  # the trainer evaluates after this step
+
+
+class PredictionImages:
+    """``after_step`` hook: at each evaluation step, draw a few validation images with their
+    detections (``eval/predictions`` in TensorBoard; green: ground truth, red: detections)."""
+
+    def __init__(self, setup: DetectionSetup, device: torch.device, eval_cfg: dict, every: int):
+        shown = [setup.eval_set[i] for i in range(min(eval_cfg["log_images"], len(setup.eval_set)))]
+        self.images, self.targets = detection_collate(shown)
+        self.setup, self.device, self.eval_cfg, self.every = setup, device, eval_cfg, every
+
+    def __call__(self, step: int, out: StepOutput, logger: MetricsLogger) -> None:
+        if logger.writer is None or not self.every or step % self.every:
+            return
+        batch = [(self.images, self.targets)]
+        preds, _ = predict(self.setup.model, batch, self.device, self.eval_cfg["score_thresh"])
+        grid = prediction_grid(
+            self.images, preds, self.targets, self.setup.class_names, self.eval_cfg["report_score"]
+        )
+        logger.log_image("eval/predictions", grid, step)
 
 
 def run(
     cfg: dict,
-    run_dir: str | Path | None,
-    device: torch.device,
-    resume_from: str | Path | None = None,
-    stop_after: int | None = None,
+    run_dir: str | Path | None = None,
+    device: torch.device | None = None,
+    *,
+    resume_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
-) -> tuple[TrainResult, DetectionSetup]:
-    """Build and train; returns the trainer's result (``result.last_eval["eval/map50"]``).
+    stop_after: int | None = None,
+) -> RunResult:
+    """Seed, build and train; ``result.summary["eval/map50"]`` is the held-out mAP@0.5.
 
-    With a ``run_dir``, each evaluation also logs a grid of validation predictions to
-    TensorBoard (``eval/predictions``; green: ground truth, red: detections).
-    ``stop_after=N`` stops after N steps as if interrupted (the LR schedule still spans
-    ``trainer.max_steps``): used to check exact resume.
+    With a ``run_dir``, each evaluation step also logs a grid of validation predictions to
+    TensorBoard through the trainer's logger (``eval/predictions``).
+
+    Args:
+        device: where to train (``None``: the config's ``device``, resolved here).
+        stop_after: stop after N steps as if interrupted (the LR schedule still spans
+            ``trainer.max_steps``): used to check exact resume.
+
+    Returns:
+        ``summary`` (step, stopped_by, data set, final ``eval/*``), ``details`` (the trainer's
+        ``TrainResult``) and ``setup`` (:class:`DetectionSetup`).
     """
+    device = device or get_device(cfg["device"])
+    set_seed(cfg["seed"], deterministic=cfg["deterministic"])
     setup = build(cfg, device)
-    t, e = cfg["trainer"], cfg["eval"]
-    stage = BackboneStage(setup.model, cfg["model"]["unfreeze_at"])
-    writer = get_writer(Path(run_dir) / "tb") if run_dir is not None and e["log_images"] else None
-    if writer is not None:
-        shown = [setup.eval_set[i] for i in range(min(e["log_images"], len(setup.eval_set)))]
-        shown_images, shown_targets = detection_collate(shown)
-
-    def eval_fn(model: TinyDetector) -> dict[str, float]:
-        scores = evaluate_detector(
-            model, setup.eval_loader, device, setup.num_classes, setup.class_names, e
-        )
-        if writer is not None:
-            preds, _ = predict(model, [(shown_images, shown_targets)], device, e["score_thresh"])
-            grid = prediction_grid(
-                shown_images, preds, shown_targets, setup.class_names, e["report_score"]
-            )
-            writer.add_image("eval/predictions", grid, stage.steps_done)
-        return scores
-
-    try:
-        result = train(
-            setup.model,
-            setup.optimizer,
-            setup.train_loader,
-            setup.loss_fn,
-            device=device,
-            scheduler=setup.scheduler,
-            run_dir=run_dir,
-            eval_fn=eval_fn,
-            resume_from=resume_from,
-            config=cfg,
-            progress=progress,
-            before_step=stage,
-            **trainer_options(t, device, stop_after),
-        )
-    finally:
-        if writer is not None:
-            writer.close()
-    return result, setup
-
-
-def cli_run(
-    cfg: dict, run_dir: Path, device: torch.device, resume_from: Path | None = None
-) -> dict:
-    """``python -m labkit.train p10_detection``: train and return a JSON-able summary."""
-    result, setup = run(cfg, run_dir, device, resume_from=resume_from)
-    return {
+    trainer, eval_cfg = cfg["trainer"], cfg["eval"]
+    draw = run_dir is not None and eval_cfg["log_images"] > 0  # images need a TensorBoard
+    images = PredictionImages(setup, device, eval_cfg, trainer["eval_every"]) if draw else None
+    result = train(
+        setup.model,
+        setup.optimizer,
+        setup.train_loader,
+        setup.loss_fn,
+        device=device,
+        scheduler=setup.scheduler,
+        run_dir=run_dir,
+        eval_fn=lambda model: evaluate_detector(
+            model, setup.eval_loader, device, setup.num_classes, setup.class_names, eval_cfg
+        ),
+        resume_from=resume_from,
+        config=cfg,
+        progress=progress,
+        before_step=BackboneStage(setup.model, cfg["model"]["unfreeze_at"]),
+        after_step=images,
+        **trainer_options(trainer, device, stop_after),
+    )
+    summary = {
         "step": result.step,
         "stopped_by": result.stopped_by,
         "data": cfg["data"]["dataset"],
         **result.last_eval,
     }
+    return RunResult(summary, result, setup)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,8 +318,7 @@ def check_p10_overfit(size: int = 16, steps: int = 150, min_map: float = 0.95) -
         f"trainer.max_steps={steps}",
         "trainer.eval_every=0",
     )
-    set_seed(cfg["seed"])
-    result, _ = run(cfg, None, torch.device("cpu"), progress=False)
+    result = run(cfg, None, torch.device("cpu"), progress=False).details
     map50 = result.last_eval["eval/map50"]
     measured = (
         f"mAP@0.5 {map50:.3f} on the {size} training images after {steps} steps; "
@@ -444,8 +340,8 @@ def _short_cpu_run() -> tuple[TrainResult, DetectionSetup, float]:
     if not _short_run:
         start = time.perf_counter()
         cfg = _p10_cfg(f"trainer.max_steps={SHORT_RUN_STEPS}", "trainer.eval_every=0")
-        set_seed(cfg["seed"])
-        result, setup = run(cfg, None, torch.device("cpu"), progress=False)
+        outcome = run(cfg, None, torch.device("cpu"), progress=False)
+        result, setup = outcome.details, outcome.setup
         _short_run.update(result=result, setup=setup, seconds=time.perf_counter() - start)
     return _short_run["result"], _short_run["setup"], _short_run["seconds"]
 
@@ -453,13 +349,14 @@ def _short_cpu_run() -> tuple[TrainResult, DetectionSetup, float]:
 def check_p10_heldout_map(min_map: float = SHORT_RUN_MIN_MAP) -> Check:
     """(b) A short CPU run of p10_detection reaches the stated mAP@0.5 on held-out images."""
     result, setup, seconds = _short_cpu_run()
-    e = result.last_eval
+    scores = result.last_eval
     measured = (
-        f"mAP@0.5 {e['eval/map50']:.3f} (precision {e['eval/precision']:.2f}, recall "
-        f"{e['eval/recall']:.2f} at score 0.5) on {len(setup.eval_set)} held-out images after "
+        f"mAP@0.5 {scores['eval/map50']:.3f} (precision {scores['eval/precision']:.2f}, recall "
+        f"{scores['eval/recall']:.2f} at score 0.5) on {len(setup.eval_set)} held-out images after "
         f"{result.step} steps ({seconds:.0f} s, {torch.get_num_threads()} CPU threads)"
     )
-    return Check("held-out mAP@0.5", f">= {min_map}", measured, e["eval/map50"] >= min_map, seconds)
+    passed = scores["eval/map50"] >= min_map
+    return Check("held-out mAP@0.5", f">= {min_map}", measured, passed, seconds)
 
 
 def check_p10_stable(max_grad_norm: float = 1000.0, max_loss_ratio: float = 0.5) -> Check:

@@ -1,6 +1,6 @@
 """DQN pieces (Mnih et al. 2015): ε-greedy exploration, target network, one update step.
 
-The loop that uses them is ``labkit.trainers.rl_trainer.train_dqn``; the targets and losses are
+The loop that uses them is ``labkit.rl.loops.train_dqn``; the targets and losses are
 in ``labkit.rl.losses``. Explained in notebooks/30_rl_basics.py.
 """
 

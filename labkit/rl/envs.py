@@ -1,4 +1,4 @@
-"""Environments: seeded construction, valid transitions under vector autoreset, greedy evaluation.
+"""Environments: seeded construction, valid transitions under vector autoreset, env state.
 
 The classic off-policy bug lives here. Gymnasium >= 1.0 vector envs autoreset on the *next*
 step (``AutoresetMode.NEXT_STEP``):
@@ -17,7 +17,6 @@ must never be stored. And at step t the two flags mean different things:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -128,56 +127,6 @@ def valid_transitions(
         next_obs=next_obs[keep],
         terminated=np.asarray(terminated, dtype=bool)[keep],
     )
-
-
-def finished_episodes(info: dict[str, Any]) -> list[tuple[float, int]]:
-    """``(return, length)`` of every episode that ended in this vector step (may be empty)."""
-    if "episode" not in info:
-        return []
-    mask = info["_episode"]
-    returns, lengths = info["episode"]["r"][mask], info["episode"]["l"][mask]
-    return [(float(r), int(n)) for r, n in zip(returns, lengths, strict=True)]
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation
-# ----------------------------------------------------------------------------------------------
-
-
-def evaluate_policy(
-    act: Callable[[torch.Tensor], torch.Tensor],
-    env_id: str,
-    num_episodes: int,
-    seed: int,
-    max_episode_steps: int | None = None,
-) -> np.ndarray:
-    """Return of ``num_episodes`` episodes of the policy ``act``, run side by side.
-
-    Episode ``i`` starts from ``reset(seed=seed + i)``, so every evaluation of a run sees the
-    same start states and successive evaluations are comparable. Training RNGs are not touched.
-
-    Args:
-        act: maps observations [N, *obs_shape] (float32, CPU) to actions [N]; pass a greedy
-            policy (argmax Q, or argmax logits) to measure what the agent has learned.
-
-    Returns:
-        [num_episodes] float64 undiscounted returns.
-    """
-    envs = SyncVectorEnv(
-        [lambda: gym.make(env_id, max_episode_steps=max_episode_steps)] * num_episodes,
-        autoreset_mode=AutoresetMode.NEXT_STEP,
-    )
-    obs, _ = envs.reset(seed=seed)
-    returns = np.zeros(num_episodes)
-    finished = np.zeros(num_episodes, dtype=bool)
-    while not finished.all():
-        with torch.no_grad():
-            actions = act(torch.as_tensor(obs, dtype=torch.float32))
-        obs, rewards, terminated, truncated, _ = envs.step(actions.cpu().numpy())
-        returns += np.where(finished, 0.0, rewards)  # finished envs keep stepping; ignore them
-        finished |= terminated | truncated
-    envs.close()
-    return returns
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.distributions import Categorical
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.ReLU) -> nn.Sequential:
@@ -43,9 +42,6 @@ class PolicyNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs)
-
-    def distribution(self, obs: torch.Tensor) -> Categorical:
-        return Categorical(logits=self.forward(obs))
 
 
 class ValueNetwork(nn.Module):

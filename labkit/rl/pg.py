@@ -3,7 +3,7 @@
 Collect whole episodes with the stochastic policy, compute the returns-to-go G_t, subtract a
 baseline b(s_t) to get advantages A_t = G_t − b(s_t), and step along ∇ mean_t[log π(a_t|s_t) A_t].
 The baseline leaves the gradient unbiased (it does not depend on a_t) but shrinks its variance.
-The loop that uses these pieces is ``labkit.trainers.rl_trainer.train_pg``.
+The loop that uses these pieces is ``labkit.rl.loops.train_pg``.
 Explained in notebooks/30_rl_basics.py.
 """
 

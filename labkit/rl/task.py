@@ -1,10 +1,11 @@
 """P30's task: DQN and REINFORCE with baseline on CartPole-v1, over seeds, working and broken.
 
-``run(cfg, run_dir)`` trains one config (its ``task`` picks the algorithm); ``run_seeds`` repeats
-a config over seeds; ``run_failure_mode`` trains a named broken variant (:data:`FAILURE_MODES`,
-each a one-line config override) next to the working config and returns both sets of learning
-curves. The CLI (``python -m labkit.train p30_dqn``), notebooks/30_rl_basics.py and
-``python -m labkit.done p30`` all call these.
+``run(cfg, run_dir, device)`` seeds and trains one config (its ``algo`` picks the loop in
+``labkit.rl.loops``); ``run_seeds`` repeats a config over seeds; ``run_failure_mode`` trains a
+named broken variant (:data:`FAILURE_MODES`, each a one-line config override) next to the
+working config and returns both sets of learning curves. The CLI
+(``python -m labkit.train p30_dqn``), notebooks/30_rl_basics.py and ``python -m labkit.done p30``
+all call these.
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from labkit.done import Check
-from labkit.trainers.rl_trainer import train_dqn, train_pg
+from labkit.rl.config import with_defaults
+from labkit.rl.loops import LOOPS
+from labkit.trainers.rl_trainer import torch_threads
+from labkit.utils.checkpoint import Checkpoint
+from labkit.utils.checks import Check
 from labkit.utils.config import ConfigError, apply_overrides, load_config
+from labkit.utils.device import get_device
+from labkit.utils.runs import RunResult, write_run_files
+from labkit.utils.seed import set_seed
 
-TRAINERS = {"rl_dqn": train_dqn, "rl_pg": train_pg}
-BUDGET_KEYS = {"rl_dqn": "dqn.total_env_steps", "rl_pg": "pg.total_episodes"}
-X_AXES = {"rl_dqn": "env_steps", "rl_pg": "episodes"}  # what each algorithm's budget counts
+BUDGET_KEYS = {"dqn": "trainer.max_env_steps", "pg": "trainer.max_episodes"}  # one per loop
+X_AXES = {"dqn": "env_steps", "pg": "episodes"}  # what each loop's budget counts
 SUMMARY_KEYS = ("env_steps", "episodes", "updates", "wall_time_s", "solved")
 SUMMARY_KEYS += ("solved_at_env_step", "final_eval_mean_return")
 
@@ -32,42 +38,35 @@ SUMMARY_KEYS += ("solved_at_env_step", "final_eval_mean_return")
 def run(
     cfg: dict,
     run_dir: str | Path | None = None,
+    device: torch.device | None = None,
     *,
-    resume_from: str | Path | None = None,
+    resume_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Train ``cfg`` with the trainer its ``task`` names (``rl_dqn`` or ``rl_pg``).
+) -> RunResult:
+    """Seed and train ``cfg`` with the loop its ``algo`` names (``dqn`` or ``pg``).
 
-    Returns the trainer's summary (see :func:`labkit.trainers.rl_trainer.train_dqn`).
+    ``cfg`` may be partial: it is laid over the shipped p30_<algo>.yaml (unknown keys raise
+    ``ConfigError``). Returns ``summary`` (the headline numbers, with ``step`` = env steps and
+    ``stopped_by``) and ``details`` (the loop's full summary: ``eval_history``, ``metrics``; see
+    :func:`labkit.rl.loops.train_dqn`).
     """
-    return _trainer(cfg)(cfg, run_dir, resume_from=resume_from, progress=progress)
-
-
-def cli_run_dqn(cfg: dict, run_dir: Path, device: torch.device, resume_from=None) -> dict:
-    """``python -m labkit.train p30_dqn``: train and return a JSON-able summary."""
-    return _cli_run(cfg, run_dir, device, resume_from)
-
-
-def cli_run_pg(cfg: dict, run_dir: Path, device: torch.device, resume_from=None) -> dict:
-    """``python -m labkit.train p30_pg``: train and return a JSON-able summary."""
-    return _cli_run(cfg, run_dir, device, resume_from)
-
-
-def _cli_run(cfg: dict, run_dir: Path, device: torch.device, resume_from) -> dict:
-    cfg = {**cfg, "device": str(device)}  # the device the CLI resolved (--device wins)
-    summary = run(cfg, run_dir, resume_from=resume_from)
-    # The per-step rows are in run_dir/metrics.jsonl; the CLI prints only the headline numbers.
-    return {key: summary[key] for key in SUMMARY_KEYS}
-
-
-def _trainer(cfg: dict):
-    task = cfg.get("task")
-    if task not in TRAINERS:
+    algo = cfg.get("algo", "dqn")
+    if algo not in LOOPS:
         raise ConfigError(
-            f"RL config task '{task}' is not one of {', '.join(TRAINERS)}; start from "
+            f"RL config algo '{algo}' is not one of {', '.join(LOOPS)}; start from "
             f"labkit/configs/p30_dqn.yaml or p30_pg.yaml."
         )
-    return TRAINERS[task]
+    cfg = _as_config(cfg)
+    device = device or get_device(cfg["device"])
+    set_seed(cfg["seed"], deterministic=cfg["deterministic"])
+    with torch_threads(cfg["torch_threads"]):
+        details = LOOPS[algo](cfg, run_dir, device, resume_from=resume_from, progress=progress)
+    summary = {
+        "step": details["env_steps"],
+        "stopped_by": details["stopped_by"],
+        **{key: details[key] for key in SUMMARY_KEYS},
+    }
+    return RunResult(summary, details)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,8 +96,12 @@ def run_seeds(
     summaries = []
     for seed in seeds:
         run_dir = None if run_root is None else Path(run_root) / f"s{seed}"
-        summary = run(apply_overrides(base, [f"seed={seed}"]), run_dir, progress=progress)
-        summaries.append({"seed": seed, "overrides": list(overrides), **summary})
+        seeded = apply_overrides(base, [f"seed={seed}"])
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_run_files(run_dir, seeded, torch.device(seeded["device"]))
+        details = run(seeded, run_dir, progress=progress).details
+        summaries.append({"seed": seed, "overrides": list(overrides), **details})
     return summaries
 
 
@@ -189,7 +192,7 @@ FAILURE_MODES: dict[str, FailureMode] = {
     ),
     "pg_little_exploration": FailureMode(
         "p30_pg",
-        ("pg.entropy_coef=0", "pg.learning_rate=0.05"),
+        ("pg.entropy_coef=0", "optim.lr=0.05"),
         "a 25× larger learning rate and no entropy bonus",
         "a few big steps make π nearly deterministic before it has found good behaviour; "
         "with π(a|s) ≈ 1, log π has no gradient left and exploration is over",
@@ -223,11 +226,11 @@ def run_failure_mode(
         raise ConfigError(f"No failure mode '{name}'; choose one of: {', '.join(FAILURE_MODES)}.")
     mode = FAILURE_MODES[name]
     cfg = load_config(mode.config)
-    common = [*overrides] + ([] if budget is None else [f"{BUDGET_KEYS[cfg['task']]}={budget}"])
+    common = [*overrides] + ([] if budget is None else [f"{BUDGET_KEYS[cfg['algo']]}={budget}"])
     summaries = {"broken": run_seeds(cfg, seeds, [*common, *mode.overrides], progress=progress)}
     if with_working:
         summaries["working"] = run_seeds(cfg, seeds, common, progress=progress)
-    x = X_AXES[cfg["task"]]
+    x = X_AXES[cfg["algo"]]
     grid, curves = eval_curves(sum(summaries.values(), []), x)  # one grid for both: [2S, G]
     n = len(seeds)
     return {
@@ -242,7 +245,10 @@ def run_failure_mode(
 
 
 def _as_config(cfg: dict | str) -> dict:
-    return load_config(cfg) if isinstance(cfg, str) else cfg
+    """A config name, or a (partial) config dict laid over its algorithm's shipped YAML."""
+    if isinstance(cfg, str):
+        return load_config(cfg)
+    return with_defaults(cfg, f"p30_{cfg.get('algo', 'dqn')}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,13 +280,13 @@ def _check_solves(config: str, label: str, budget: str, seeds=DONE_SEEDS, need: 
 
 def check_p30_dqn() -> Check:
     """(a) DQN solves CartPole-v1 (>= 475 over 100 greedy episodes) in >= 2 of 3 seeds."""
-    budget = load_config("p30_dqn")["dqn"]["total_env_steps"]
+    budget = load_config("p30_dqn")["trainer"]["max_env_steps"]
     return _check_solves("p30_dqn", "DQN solves CartPole-v1", f"<= {budget:,} env steps")
 
 
 def check_p30_pg() -> Check:
     """(b) REINFORCE with baseline solves CartPole-v1 in >= 2 of 3 seeds."""
-    budget = load_config("p30_pg")["pg"]["total_episodes"]
+    budget = load_config("p30_pg")["trainer"]["max_episodes"]
     return _check_solves("p30_pg", "REINFORCE+baseline solves CartPole-v1", f"<= {budget} episodes")
 
 

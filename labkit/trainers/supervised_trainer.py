@@ -5,9 +5,16 @@ then ``train`` (the loop around it: epochs, logging, evaluation, checkpoints, re
 Explained step by step in notebooks/00_pytorch_warmup.py.
 
 What "exact resume" means here: a run stopped at step N and resumed gives the same losses and
-weights as a run that never stopped. That needs four things restored together: model and
+weights as a run that never stopped. That needs five things restored together: model and
 optimizer (and scheduler, scaler) state, the data order (an ``EpochSampler`` whose order is a
-function of seed and epoch), the position inside the epoch, and every RNG state.
+function of seed and epoch), the position inside the epoch, every RNG state, and the state of
+any extra object the phase keeps beside the model (``extra_state``, e.g. P20's EMA weights).
+
+How a phase extends the loop without writing a new one:
+- ``before_step(step)``: runs before each optimizer step (e.g. unfreeze a backbone at a step);
+- ``after_step(step, out, logger)``: runs after each (e.g. update EMA weights, log an image);
+- ``extra_state={"ema": ema}``: objects with ``state_dict``/``load_state_dict`` that ride in
+  every checkpoint and are restored on resume.
 """
 
 from __future__ import annotations
@@ -18,13 +25,19 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from labkit.utils.checkpoint import checkpoint_name, load_checkpoint, save_checkpoint
+from labkit.utils.checkpoint import (
+    Checkpoint,
+    checkpoint_name,
+    load_checkpoint,
+    restore_states,
+    save_checkpoint,
+)
 from labkit.utils.device import AMP_OFF, AmpPolicy, device_amp_policy
 from labkit.utils.logging import MetricsLogger, get_logger
 from labkit.utils.meters import AverageMeter, ThroughputMeter
@@ -34,6 +47,14 @@ log = get_logger(__name__)
 
 # loss_fn(model, batch) -> loss, or (loss, {"part": value, ...}) for extra logged terms
 LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+class Stateful(Protocol):
+    """Anything a checkpoint can carry: EMA weights, a running statistic, a data cursor."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> Any: ...
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,7 +75,6 @@ class TrainResult:
     grad_norms: list[float]  # every step when clipping, else the logging steps only
     eval_history: list[dict[str, float]]
     stopped_by: str  # "max_steps" or the signal's name
-    run_dir: Path | None
     last_checkpoint: Path | None
 
     @property
@@ -196,28 +216,38 @@ def train(
     log_every: int = 50,
     eval_every: int = 0,
     eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-    resume_from: str | Path | None = None,
+    resume_from: str | Path | Checkpoint | None = None,
     config: dict | None = None,
     progress: bool = True,
     tensorboard: bool = True,
     before_step: Callable[[int], None] | None = None,
+    after_step: Callable[[int, StepOutput, MetricsLogger], None] | None = None,
+    extra_state: dict[str, Stateful] | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``max_steps`` optimizer steps (counting from a resumed step).
 
     Args:
-        train_loader: yields batches; its ``sampler.set_epoch`` is called each epoch (use
-            ``labkit.data.common.make_loader`` for exact resume). ``len(train_loader)`` = steps/epoch.
+        train_loader: an iterable of batches, iterated once per epoch; its ``sampler.set_epoch``
+            is called each epoch (use ``labkit.data.common.make_loader`` for exact resume). It
+            need not have a length: the loop counts its own position inside the epoch.
         loss_fn: ``loss_fn(model, batch) -> loss`` or ``(loss, parts)``; ``batch`` is on ``device``.
         amp: from ``labkit.utils.device.amp_policy``; fp16 brings a GradScaler.
         grad_clip: clip the global gradient L2 norm to this value (``None``: measure only).
         run_dir: where ``metrics.jsonl``, ``tb/`` and ``checkpoints/`` go; ``None`` writes nothing.
         ckpt_every: checkpoint every N steps (and always at the end and on Ctrl-C / SIGTERM).
         eval_every: call ``eval_fn(model)`` every N steps and at the end; keys get ``eval/``.
-        resume_from: a checkpoint file to continue from exactly.
+        resume_from: a checkpoint file (or a :class:`Checkpoint` already read) to continue
+            from exactly.
         config: saved into every checkpoint.
         before_step: ``before_step(step)`` runs before each optimizer step (0-based step about to
             run), e.g. to unfreeze a backbone at a given step. Make it depend on ``step`` only,
             so that a resumed run does the same.
+        after_step: ``after_step(step, out, logger)`` runs after each optimizer step (``step``
+            steps done; ``out`` the :class:`StepOutput`; ``logger`` the run's
+            :class:`MetricsLogger`, for extra scalars or ``log_image``), before evaluation and
+            checkpointing, e.g. to update EMA weights.
+        extra_state: ``{name: object}`` with ``state_dict``/``load_state_dict``; saved in every
+            checkpoint and restored on resume.
 
     Raises:
         TrainingDiverged: the loss became NaN/Inf (the message names the step).
@@ -227,7 +257,8 @@ def train(
     run_dir = Path(run_dir) if run_dir is not None and is_main else None
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
-    step, rng_to_restore = 0, None
+    extra_state = extra_state or {}
+    step, epoch, batch_in_epoch, rng_to_restore = 0, 0, 0, None
     if resume_from is not None:
         payload = load_checkpoint(
             resume_from,
@@ -237,12 +268,15 @@ def train(
             map_location=device,
             scheduler=scheduler,
         )
+        path = getattr(resume_from, "path", resume_from)
+        saved = payload["extra"].get("objects") or {}
+        restore_states(path, {name: (obj, saved.get(name)) for name, obj in extra_state.items()})
         step, rng_to_restore = payload["step"], payload["rng"]
-        log.info("resumed from %s at step %d", resume_from, step)
-    steps_per_epoch = len(train_loader)
+        epoch, batch_in_epoch = payload["extra"]["position"]
+        log.info("resumed from %s at step %d", path, step)
     metrics = MetricsLogger(run_dir, tensorboard=tensorboard)
     loss_meter, throughput = AverageMeter("loss"), ThroughputMeter()
-    result = TrainResult(step, [], [], [], "max_steps", run_dir, None)
+    result = TrainResult(step, [], [], [], "max_steps", None)
 
     def checkpoint() -> None:
         path = ckpt_dir / checkpoint_name(step) if ckpt_dir is not None else None
@@ -256,6 +290,8 @@ def train(
                 config=config,
                 scheduler=scheduler,
                 keep_last=keep_last,
+                position=[epoch, batch_in_epoch],  # where in the data the next step starts
+                objects={name: obj.state_dict() for name, obj in extra_state.items()},
             )
 
     def evaluate() -> None:
@@ -279,10 +315,9 @@ def train(
     try:
         with _StopOnSignal() as stop:
             while step < max_steps and stop.received is None:
-                epoch, offset = divmod(step, steps_per_epoch)
                 _start_epoch(train_loader, epoch)
                 batches = iter(train_loader)
-                for _ in range(offset):  # skip the batches this epoch already trained on
+                for _ in range(batch_in_epoch):  # skip what this epoch already trained on
                     next(batches)
                 if rng_to_restore is not None:  # after skipping, so skipping uses no randomness
                     set_rng_state(rng_to_restore)
@@ -302,7 +337,7 @@ def train(
                     )
                     if scheduler is not None:
                         scheduler.step()
-                    step += 1
+                    step, batch_in_epoch = step + 1, batch_in_epoch + 1
                     loss = out.loss.item()  # one sync per step: needed for the NaN check anyway
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
@@ -310,6 +345,8 @@ def train(
                             f"it. Lower the learning rate (optim.lr), set trainer.grad_clip, or "
                             f"run with trainer.overfit=32 to debug on a small fixed batch."
                         )
+                    if after_step is not None:
+                        after_step(step, out, metrics)
                     result.losses.append(loss)
                     if out.grad_norm is not None:
                         result.grad_norms.append(float(out.grad_norm))
@@ -334,6 +371,8 @@ def train(
                         checkpoint()
                     if step >= max_steps or stop.received is not None:
                         break
+                else:  # the epoch ran out: the next one starts from its first batch
+                    epoch, batch_in_epoch = epoch + 1, 0
             if stop.received is not None:  # save at once, still shielded from a second Ctrl-C
                 result.stopped_by = stop.received
                 log.warning("%s received: stopping at step %d", stop.received, step)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,34 @@ def latest_checkpoint(path: str | Path) -> Path:
         f"No checkpoint at '{path}': expected a .pt file, a checkpoints/ folder or a run folder "
         f"holding checkpoints/step_*.pt. List them with `ls runs/*/*/checkpoints`."
     )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint file read once: its path and its payload (see :func:`read_checkpoint`).
+
+    The CLI reads a resume checkpoint once (to find its config and step) and hands this on, so
+    the training loop restores from the same payload instead of reading the file again.
+    """
+
+    path: Path
+    payload: dict
+
+    @property
+    def step(self) -> int:
+        return int(self.payload["step"])
+
+    @property
+    def config(self) -> dict | None:
+        return self.payload.get("config")
+
+
+def open_checkpoint(path: str | Path | Checkpoint) -> Checkpoint:
+    """Resolve ``path`` (file, ``checkpoints/`` folder or run folder) and read it once."""
+    if isinstance(path, Checkpoint):
+        return path
+    found = latest_checkpoint(path)
+    return Checkpoint(found, read_checkpoint(found))
 
 
 def _state(obj: Any) -> Any:
@@ -176,7 +205,7 @@ def _load_model_state(path: Path, model: nn.Module, state: dict) -> None:
 
 
 def load_checkpoint(
-    path: str | Path,
+    path: str | Path | Checkpoint,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scaler: torch.amp.GradScaler | None = None,
@@ -188,14 +217,20 @@ def load_checkpoint(
 
     RNG states are returned, not restored: the caller decides when (see the trainer's resume).
 
+    Args:
+        path: a checkpoint file, or a :class:`Checkpoint` already read (not read again).
+
     Returns:
         The payload: ``step``, ``config``, ``rng``, ``extra`` and the raw states.
 
     Raises:
         CheckpointError: unreadable file, or states that do not fit the given objects.
     """
-    path = Path(path)
-    payload = read_checkpoint(path, map_location)
+    if isinstance(path, Checkpoint):
+        path, payload = path.path, path.payload
+    else:
+        path = Path(path)
+        payload = read_checkpoint(path, map_location)
     _load_model_state(path, getattr(model, "module", model), payload["model"])
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is None:
@@ -210,3 +245,27 @@ def load_checkpoint(
                 f"different optimizer or parameter groups?"
             ) from None
     return payload
+
+
+def restore_states(path: str | Path, parts: dict[str, tuple[Any, Any]]) -> None:
+    """``obj.load_state_dict(state)`` for each ``name: (obj, state)``; misfits are ``CheckpointError``.
+
+    A state that is missing or does not fit (other network widths, replay capacity, EMA of
+    another model) means the checkpoint was made with another config: say so, instead of
+    torch's size-mismatch trace.
+    """
+    for name, (obj, state) in parts.items():
+        if state is None:
+            raise CheckpointError(
+                f"Checkpoint '{path}' holds no {name} state. It was made with a different "
+                f"config; resume with the config saved in its run folder."
+            )
+        try:
+            obj.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise CheckpointError(
+                f"Checkpoint '{path}': the {name} state does not fit this run ({first_line}). "
+                f"It was made with a different config; resume with the config saved in its run "
+                f"folder (the CLI's --resume does that)."
+            ) from None

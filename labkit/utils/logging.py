@@ -75,6 +75,11 @@ class MetricsLogger:
             for key, value in metrics.items():
                 self._writer.add_scalar(key, value, step)
 
+    def log_image(self, tag: str, image: Any, step: int) -> None:
+        """An image ``[3, H, W]`` float in [0, 1] (or uint8) to TensorBoard (no-op without one)."""
+        if self._writer is not None:
+            self._writer.add_image(tag, image, step)
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

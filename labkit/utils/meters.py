@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 
 
@@ -32,23 +31,13 @@ class AverageMeter:
 
 
 class ThroughputMeter:
-    """Step time and samples per second, measured between ``tick`` calls.
+    """Samples per second, measured between calls of ``rate``."""
 
-    The first ``warmup`` steps are left out of ``median_step_time``: they include lazy
-    initialisation (cuDNN autotuning, allocator growth) that later steps don't pay.
-    """
-
-    def __init__(self, warmup: int = 2):
-        self.warmup = warmup
-        self.step_times: list[float] = []
+    def __init__(self) -> None:
         self._samples = 0
         self._window_start = time.perf_counter()
-        self._last = self._window_start
 
     def tick(self, samples: int) -> None:
-        now = time.perf_counter()
-        self.step_times.append(now - self._last)
-        self._last = now
         self._samples += samples
 
     def rate(self) -> float:
@@ -59,8 +48,3 @@ class ThroughputMeter:
         self._samples = 0
         self._window_start = now
         return value
-
-    @property
-    def median_step_time(self) -> float:
-        times = self.step_times[self.warmup :] or self.step_times
-        return statistics.median(times) if times else float("nan")

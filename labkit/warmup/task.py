@@ -1,7 +1,8 @@
 """P00's task: train a classifier on MNIST with the lab's trainer.
 
 ``build(cfg, device)`` makes everything a run needs (data, model, optimizer, scheduler, loss);
-``run(cfg, run_dir, ...)`` trains it. The notebook and ``labkit.done`` call the same two.
+``run(cfg, run_dir, device, ...)`` seeds, builds and trains it. The CLI
+(``python -m labkit.train p00_mnist``), the notebook and ``labkit.done p00`` call the same two.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from labkit.data.common import fixed_subset, make_loader
-from labkit.data.mnist import ShiftCollate, load_mnist
-from labkit.done import Check
-from labkit.eval.classification import evaluate_classifier
-from labkit.models.cnn import SmallCNN
 from labkit.trainers.optim import build_optimizer, build_scheduler
-from labkit.trainers.supervised_trainer import TrainResult, train, trainer_options
+from labkit.trainers.supervised_trainer import train, trainer_options
+from labkit.utils.checkpoint import Checkpoint
+from labkit.utils.checks import Check
 from labkit.utils.config import apply_overrides, get, load_config
+from labkit.utils.device import get_device
+from labkit.utils.runs import RunResult
 from labkit.utils.seed import set_seed
+from labkit.warmup.data import ShiftCollate, load_mnist
+from labkit.warmup.evaluate import evaluate_classifier
+from labkit.warmup.model import SmallCNN
 
 
 def cross_entropy_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -82,17 +86,26 @@ def build(cfg: dict, device: torch.device) -> ClassificationSetup:
 
 def run(
     cfg: dict,
-    run_dir: str | Path | None,
-    device: torch.device,
-    resume_from: str | Path | None = None,
-    stop_after: int | None = None,
+    run_dir: str | Path | None = None,
+    device: torch.device | None = None,
+    *,
+    resume_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
-) -> tuple[TrainResult, ClassificationSetup]:
-    """Build and train; returns the trainer's result (``result.last_eval["eval/accuracy"]``).
+    stop_after: int | None = None,
+) -> RunResult:
+    """Seed, build and train; ``result.summary["eval/accuracy"]`` is the held-out accuracy.
 
-    ``stop_after=N`` stops after N steps as if interrupted (the LR schedule still spans
-    ``trainer.max_steps``): used to demonstrate and check exact resume.
+    Args:
+        device: where to train (``None``: the config's ``device``, resolved here).
+        stop_after: stop after N steps as if interrupted (the LR schedule still spans
+            ``trainer.max_steps``): used to demonstrate and check exact resume.
+
+    Returns:
+        ``summary`` (step, stopped_by, data source, final ``eval/*``), ``details`` (the
+        trainer's ``TrainResult``: losses, gradient norms, evaluations) and ``setup``.
     """
+    device = device or get_device(cfg["device"])
+    set_seed(cfg["seed"], deterministic=cfg["deterministic"])
     setup = build(cfg, device)
     result = train(
         setup.model,
@@ -108,20 +121,13 @@ def run(
         progress=progress,
         **trainer_options(cfg["trainer"], device, stop_after),
     )
-    return result, setup
-
-
-def cli_run(
-    cfg: dict, run_dir: Path, device: torch.device, resume_from: Path | None = None
-) -> dict:
-    """``python -m labkit.train p00_mnist``: train and return a JSON-able summary."""
-    result, setup = run(cfg, run_dir, device, resume_from=resume_from)
-    return {
+    summary = {
         "step": result.step,
         "stopped_by": result.stopped_by,
         "data": setup.data_source,
         **result.last_eval,
     }
+    return RunResult(summary, result, setup)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,8 +147,7 @@ def check_p00_overfit(steps: int = 300, size: int = 32) -> Check:
         "trainer.eval_every=0",
         "optim.warmup_steps=10",
     )
-    set_seed(cfg["seed"])
-    result, _ = run(cfg, None, torch.device("cpu"), progress=False)
+    result = run(cfg, None, torch.device("cpu"), progress=False).details
     below = next((i + 1 for i, loss in enumerate(result.losses) if loss < 0.01), None)
     final = result.losses[-1]
     measured = (
@@ -169,24 +174,16 @@ def check_p00_resume(steps: int = 40) -> Check:
             "trainer.eval_every=0",
             "optim.warmup_steps=5",
         )
-        set_seed(cfg["seed"])
-        straight, straight_setup = run(
-            cfg, Path(tmp) / "straight", torch.device("cpu"), progress=False
-        )
+        cpu = torch.device("cpu")
+        straight_run = run(cfg, Path(tmp) / "straight", cpu, progress=False)
+        straight, straight_setup = straight_run.details, straight_run.setup
         # The same run interrupted after N steps (a checkpoint is written there) ...
-        set_seed(cfg["seed"])
-        first, _ = run(
-            cfg, Path(tmp) / "split", torch.device("cpu"), stop_after=steps, progress=False
-        )
+        first = run(cfg, Path(tmp) / "split", cpu, stop_after=steps, progress=False).details
         # ... then a fresh start: new objects, same seed, resumed from the checkpoint file.
-        set_seed(cfg["seed"])
-        second, split_setup = run(
-            cfg,
-            Path(tmp) / "split",
-            torch.device("cpu"),
-            resume_from=first.last_checkpoint,
-            progress=False,
+        second_run = run(
+            cfg, Path(tmp) / "split", cpu, resume_from=first.last_checkpoint, progress=False
         )
+        second, split_setup = second_run.details, second_run.setup
     losses_equal = straight.losses == first.losses + second.losses
     weights_equal = all(
         torch.equal(a, b)
@@ -212,8 +209,8 @@ def check_p00_accuracy(min_accuracy: float = 0.97) -> Check:
     """(c) The default P00 config on the offline digits: held-out accuracy after a short CPU run."""
     start = time.perf_counter()
     cfg = _p00_cfg()
-    set_seed(cfg["seed"])
-    result, setup = run(cfg, None, torch.device("cpu"), progress=False)
+    outcome = run(cfg, None, torch.device("cpu"), progress=False)
+    result, setup = outcome.details, outcome.setup
     accuracy = result.last_eval["eval/accuracy"]
     seconds = time.perf_counter() - start
     measured = (

@@ -1,0 +1,317 @@
+"""RL training loops: DQN (``train_dqn``) and REINFORCE with baseline (``train_pg``).
+
+Each loop reads top-down like a cleanrl script: config, env, networks, then the loop with the
+algorithm steps marked ``# ALGO`` and the bookkeeping (logging, evaluation, checkpoints) marked
+``# PLUMBING``. The algorithm pieces live beside this file (``dqn``, ``pg``, ``losses``,
+``replay``, ``envs``); the bookkeeping every RL loop shares is ``labkit.trainers.rl_trainer``.
+
+Both loops stop as soon as the greedy policy is "solved": a quick evaluation reaches
+``eval.solve_threshold`` and a confirmation over ``eval.solve_episodes`` episodes agrees.
+Metric keys: ``charts/episodic_return``, ``charts/episodic_length``, ``charts/epsilon``,
+``losses/td_loss``, ``losses/q_values``, ``losses/policy_loss``, ``losses/value_loss``,
+``losses/entropy``, ``losses/grad_norm``, ``eval/mean_return``, ``eval/std_return``.
+The caller seeds the global RNGs (``labkit.rl.task.run`` does); each loop seeds its envs and its
+own generator from ``cfg["seed"]``. Explained in notebooks/30_rl_basics.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from labkit.rl.dqn import dqn_update, epsilon_greedy, linear_schedule, update_target
+from labkit.rl.envs import (
+    get_env_state,
+    make_env,
+    make_vector_env,
+    set_env_state,
+    valid_transitions,
+)
+from labkit.rl.networks import ActorCritic, QNetwork
+from labkit.rl.pg import collect_episode, reinforce_update
+from labkit.rl.replay import ReplayBuffer
+from labkit.trainers.rl_trainer import (
+    crossings,
+    evaluate_and_log,
+    finish,
+    finished_episodes,
+    new_loop_state,
+    read_loop_checkpoint,
+    save_loop_checkpoint,
+)
+from labkit.utils.checkpoint import Checkpoint, restore_states
+from labkit.utils.logging import MetricsLogger
+from labkit.utils.seed import set_rng_state
+
+# ==============================================================================================
+# DQN
+# ==============================================================================================
+
+
+def train_dqn(
+    cfg: dict,
+    run_dir: str | Path | None,
+    device: torch.device,
+    *,
+    resume_from: str | Path | Checkpoint | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train DQN on ``cfg["env"]["id"]`` (a complete p30_dqn config; see the YAML for every key).
+
+    Args:
+        run_dir: folder for metrics.jsonl, TensorBoard events and checkpoints/ (``None``: keep
+            everything in memory).
+        resume_from: a checkpoint (file, run folder, or :class:`Checkpoint`) written by this
+            loop; the run continues exactly.
+
+    Returns:
+        Summary: ``env_steps``, ``episodes``, ``updates``, ``wall_time_s``, ``solved``,
+        ``solved_at_env_step``, ``final_eval_mean_return``, ``eval_history``, ``metrics`` (every
+        logged row) and ``stopped_by`` (``"max_steps"`` or ``"solved"``).
+    """
+    dqn, trainer, seed = cfg["dqn"], cfg["trainer"], cfg["seed"]
+    rng = torch.Generator().manual_seed(seed)  # ε-greedy coin flips and replay sampling
+
+    envs = make_vector_env(
+        cfg["env"]["id"], cfg["env"]["num_envs"], seed, cfg["env"]["max_episode_steps"]
+    )
+    obs_shape = envs.single_observation_space.shape
+    num_actions = int(envs.single_action_space.n)
+    q_net = QNetwork(int(np.prod(obs_shape)), num_actions, dqn["hidden"]).to(device)
+    target_net = copy.deepcopy(q_net) if dqn["target_network"] else None
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=cfg["optim"]["lr"])
+    replay = ReplayBuffer(dqn["buffer_size"], obs_shape, device=device)
+
+    obs, _ = envs.reset()  # [E, *obs_shape]; the envs were seeded once in make_vector_env
+    autoreset = np.zeros(envs.num_envs, dtype=bool)  # sub-envs whose next step is a reset
+    state = new_loop_state()
+    if resume_from is not None:
+        ckpt = read_loop_checkpoint(resume_from, loop="dqn")
+        extra = ckpt["extra"]
+        parts = {
+            "Q-network": (q_net, ckpt["model"]),
+            "optimizer": (optimizer, ckpt["optimizer"]),
+            "replay buffer": (replay, extra["replay"]),
+        }
+        if target_net is not None:
+            parts["target network"] = (target_net, extra["target_net"])
+        parts["env"] = (SimpleNamespace(load_state_dict=partial(set_env_state, envs)), extra["env"])
+        restore_states(getattr(resume_from, "path", resume_from), parts)
+        obs, autoreset = extra["obs"].numpy(), extra["autoreset"].numpy()
+        state = extra["state"]
+        set_rng_state(ckpt["rng"])
+        rng.set_state(extra["generator"])
+
+    def greedy(o: torch.Tensor) -> torch.Tensor:
+        return q_net(o.to(device)).argmax(dim=1)
+
+    def save() -> None:
+        state["wall_time_s"] = time.perf_counter() - started
+        save_loop_checkpoint(
+            run_dir,
+            "dqn",
+            state,
+            q_net,
+            optimizer,
+            cfg,
+            target_net=target_net,  # a module: saved by its state_dict (None without one)
+            replay=replay,  # ReplayBuffer.state_dict(): the filled rows and the write position
+            env=get_env_state(envs),
+            obs=torch.as_tensor(obs),
+            autoreset=torch.as_tensor(autoreset),
+            generator=rng.get_state(),
+        )
+
+    logger = MetricsLogger(run_dir)
+    budget = trainer["max_env_steps"]
+    bar = tqdm(total=budget, initial=state["env_steps"], disable=not progress)
+    started = time.perf_counter() - state["wall_time_s"]
+    last_update: dict[str, float] = {}
+    stopped_by = "max_steps"
+    while state["env_steps"] < budget:
+        before = state["env_steps"]
+
+        # ALGO: act ε-greedily, step the envs, store only the real transitions.
+        epsilon = linear_schedule(
+            dqn["epsilon_start"], dqn["epsilon_end"], dqn["exploration_steps"], before
+        )
+        with torch.no_grad():
+            q_values = q_net(torch.as_tensor(obs, dtype=torch.float32, device=device))  # [E, N]
+        actions = epsilon_greedy(q_values, epsilon, rng).numpy()  # [E]
+        next_obs, rewards, terminated, truncated, info = envs.step(actions)
+        batch = valid_transitions(
+            obs, actions, rewards * dqn["reward_scale"], next_obs, terminated, autoreset
+        )
+        replay.add(*batch)
+        autoreset = terminated | truncated
+        obs = next_obs
+        state["env_steps"] += len(batch.obs)  # autoreset steps are not interactions
+        now = state["env_steps"]
+
+        # ALGO: a round of gradient steps every `train_every` env steps after warm-up.
+        if now >= dqn["learning_starts"]:
+            for _ in range(crossings(before, now, dqn["train_every"]) * dqn["gradient_steps"]):
+                sample = replay.sample(dqn["batch_size"], generator=rng)
+                last_update = dqn_update(
+                    q_net,
+                    target_net,
+                    optimizer,
+                    sample,
+                    gamma=dqn["gamma"],
+                    double=dqn["double"],
+                    loss_kind=dqn["loss"],
+                    max_grad_norm=trainer["grad_clip"],
+                )
+                state["updates"] += 1
+            if target_net is not None and crossings(before, now, dqn["target_every"]):
+                update_target(target_net, q_net, dqn["target_tau"])
+
+        # PLUMBING: episode statistics, losses, evaluation, checkpoints.
+        for episodic_return, length in finished_episodes(info):
+            state["episodes"] += 1
+            logger.log(
+                now, {"charts/episodic_return": episodic_return, "charts/episodic_length": length}
+            )
+        if crossings(before, now, trainer["log_every"]):
+            row = {"charts/epsilon": epsilon, "charts/SPS": now / (time.perf_counter() - started)}
+            row.update({f"losses/{key}": value for key, value in last_update.items()})
+            logger.log(now, row)
+            bar.set_postfix(eps=f"{epsilon:.2f}", loss=f"{last_update.get('td_loss', 0):.3f}")
+        bar.update(now - before)
+        if crossings(before, now, trainer["eval_every"]):
+            if evaluate_and_log(greedy, cfg, now, state, logger):
+                state["solved_at"] = state.get("solved_at") or now
+                if cfg["eval"]["stop_when_solved"]:
+                    stopped_by = "solved"
+                    break
+        if run_dir is not None and crossings(before, now, trainer["ckpt_every"]):
+            save()
+    bar.close()
+
+    if run_dir is not None:
+        save()
+    state["wall_time_s"] = time.perf_counter() - started
+    envs.close()
+    return {**finish(greedy, cfg, state, logger), "stopped_by": stopped_by}
+
+
+# ==============================================================================================
+# REINFORCE with baseline
+# ==============================================================================================
+
+
+def train_pg(
+    cfg: dict,
+    run_dir: str | Path | None,
+    device: torch.device,
+    *,
+    resume_from: str | Path | Checkpoint | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train REINFORCE with baseline (a complete p30_pg config; see the YAML for every key).
+
+    Arguments and returned summary as :func:`train_dqn` (``updates`` counts gradient steps, one
+    per ``pg.episodes_per_update`` episodes; the budget is ``trainer.max_episodes``).
+    """
+    pg, trainer, seed = cfg["pg"], cfg["trainer"], cfg["seed"]
+    rng = torch.Generator().manual_seed(seed)  # action sampling
+
+    env = make_env(cfg["env"]["id"], seed, cfg["env"]["max_episode_steps"])
+    obs_dim = int(np.prod(env.observation_space.shape))
+    model = ActorCritic(obs_dim, int(env.action_space.n), pg["hidden"], pg["shared_network"])
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"])
+
+    state = new_loop_state()
+    if resume_from is not None:
+        ckpt = read_loop_checkpoint(resume_from, loop="pg")
+        extra = ckpt["extra"]
+        parts = {
+            "actor-critic": (model, ckpt["model"]),
+            "optimizer": (optimizer, ckpt["optimizer"]),
+            "env": (SimpleNamespace(load_state_dict=partial(set_env_state, env)), extra["env"]),
+        }
+        restore_states(getattr(resume_from, "path", resume_from), parts)
+        state = extra["state"]
+        set_rng_state(ckpt["rng"])
+        rng.set_state(extra["generator"])
+
+    def greedy(o: torch.Tensor) -> torch.Tensor:
+        return model.logits(o.to(device)).argmax(dim=1)
+
+    def save() -> None:
+        state["wall_time_s"] = time.perf_counter() - started
+        save_loop_checkpoint(
+            run_dir, "pg", state, model, optimizer, cfg, env=get_env_state(env),
+            generator=rng.get_state(),
+        )  # fmt: skip
+
+    logger = MetricsLogger(run_dir)
+    budget = trainer["max_episodes"]
+    bar = tqdm(total=budget, initial=state["episodes"], disable=not progress)
+    started = time.perf_counter() - state["wall_time_s"]
+    stopped_by = "max_steps"
+    while state["episodes"] < budget:
+        before = state["episodes"]
+
+        # ALGO: sample whole episodes from π, then one policy-gradient step on them.
+        episodes = [
+            collect_episode(env, model, rng, device) for _ in range(pg["episodes_per_update"])
+        ]
+        metrics = reinforce_update(
+            model,
+            optimizer,
+            episodes,
+            gamma=pg["gamma"],
+            baseline=pg["baseline"],
+            normalize=pg["normalize_advantages"],
+            entropy_coef=pg["entropy_coef"],
+            value_coef=pg["value_coef"],
+            max_grad_norm=trainer["grad_clip"],
+            reward_scale=pg["reward_scale"],
+        )
+        state["updates"] += 1
+        state["episodes"] += len(episodes)
+        state["env_steps"] += sum(len(ep.rewards) for ep in episodes)
+        now = state["episodes"]
+
+        # PLUMBING: episode statistics, losses, evaluation, checkpoints (x axis: env steps).
+        for ep in episodes:
+            logger.log(
+                state["env_steps"],
+                {
+                    "charts/episodic_return": ep.rewards.sum().item(),
+                    "charts/episodic_length": len(ep.rewards),
+                },
+            )
+        if crossings(before, now, trainer["log_every"]):
+            row = {f"losses/{k}": v for k, v in metrics.items() if k != "mean_return"}
+            logger.log(state["env_steps"], row)
+            bar.set_postfix(ret=f"{metrics['mean_return']:.0f}", H=f"{metrics['entropy']:.2f}")
+        bar.update(now - before)
+        if crossings(before, now, trainer["eval_every"]):
+            if evaluate_and_log(greedy, cfg, state["env_steps"], state, logger):
+                state["solved_at"] = state.get("solved_at") or state["env_steps"]
+                if cfg["eval"]["stop_when_solved"]:
+                    stopped_by = "solved"
+                    break
+        if run_dir is not None and crossings(before, now, trainer["ckpt_every"]):
+            save()
+    bar.close()
+
+    if run_dir is not None:
+        save()
+    state["wall_time_s"] = time.perf_counter() - started
+    env.close()
+    return {**finish(greedy, cfg, state, logger), "stopped_by": stopped_by}
+
+
+LOOPS = {"dqn": train_dqn, "pg": train_pg}
