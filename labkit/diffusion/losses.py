@@ -38,7 +38,9 @@ def drop_labels(
     """Replace each label by ``null_label`` with probability ``p``. ``[B]`` → ``[B]`` (a copy)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"cond_drop_prob must be in [0, 1], got {p}")
-    u = torch.rand(labels.shape, generator=generator, device=_generator_device(generator, labels.device))
+    u = torch.rand(
+        labels.shape, generator=generator, device=_generator_device(generator, labels.device)
+    )
     return torch.where(u.to(labels.device) < p, torch.full_like(labels, null_label), labels)
 
 

@@ -42,7 +42,8 @@ FeatureFn = Callable[[Tensor], Tensor]
 
 def last_linear(model: nn.Module) -> nn.Linear:
     """The last ``nn.Linear`` in ``model.modules()`` order: the classifier's output layer for a
-    model built of Sequential pieces, like P00's SmallCNN (``... → Linear(·, 64) → ReLU → Linear(64, 10)``)."""
+    model built of Sequential pieces, like P00's SmallCNN (``... → Linear(·, 64) → ReLU → Linear(64, 10)``).
+    """
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError(

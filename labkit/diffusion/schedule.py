@@ -175,9 +175,9 @@ class NoiseSchedule(nn.Module):
 
     def predict_x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """Solve eq. 4 for x_0: ``x̂_0 = (x_t - √(1 - ᾱ_t) ε) / √ᾱ_t``. ``[B, ...]`` → ``[B, ...]``."""
-        return (
-            x_t - extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * eps
-        ) / extract(self.sqrt_alphas_cumprod, t, x_t.shape)
+        return (x_t - extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * eps) / extract(
+            self.sqrt_alphas_cumprod, t, x_t.shape
+        )
 
     def predict_eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """Solve eq. 4 for ε: ``ε̂ = (x_t - √ᾱ_t x_0) / √(1 - ᾱ_t)``. ``[B, ...]`` → ``[B, ...]``."""

@@ -92,7 +92,8 @@ class ResBlock(nn.Module):
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention over the H·W positions, with a residual connection.
-    ``[B, C, H, W]`` → ``[B, C, H, W]``; cost grows as (H·W)², hence only at the lowest resolution."""
+    ``[B, C, H, W]`` → ``[B, C, H, W]``; cost grows as (H·W)², hence only at the lowest resolution.
+    """
 
     def __init__(self, channels: int, groups: int, num_heads: int = 4):
         super().__init__()
@@ -109,7 +110,9 @@ class SelfAttention(nn.Module):
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
         q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, C/heads)
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q kᵀ / √d) v, (B, heads, HW, C/heads)
+        out = F.scaled_dot_product_attention(
+            q, k, v
+        )  # softmax(q kᵀ / √d) v, (B, heads, HW, C/heads)
         out = out.transpose(-1, -2).reshape(b, c, h, w)
         return x + self.proj(out)
 

