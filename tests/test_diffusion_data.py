@@ -20,7 +20,9 @@ from labkit.diffusion.data import (
 def test_scaling_by_hand():
     pixels = torch.tensor([0, 127, 255], dtype=torch.uint8)
     torch.testing.assert_close(to_unit_range(pixels), torch.tensor([-1.0, 127 / 127.5 - 1, 1.0]))
-    torch.testing.assert_close(to_zero_one(torch.tensor([-1.0, 0.0, 1.0, 1.5])), torch.tensor([0.0, 0.5, 1.0, 1.0]))
+    torch.testing.assert_close(
+        to_zero_one(torch.tensor([-1.0, 0.0, 1.0, 1.5])), torch.tensor([0.0, 0.5, 1.0, 1.0])
+    )
     # P00's classifier saw (x/255 - 0.1307) / 0.3081: black (-1 here) maps to -0.1307/0.3081.
     assert to_mnist_classifier_input(torch.tensor(-1.0)).item() == pytest.approx(-0.1307 / 0.3081)
     with pytest.raises(ValueError, match="0..255"):
@@ -54,9 +56,22 @@ def write_fake_cifar10(root, per_batch=4):
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
         batches[name] = batch
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072}, f, protocol=2)
+        pickle.dump(
+            {"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072}, f, protocol=2
+        )
     return batches
 
 
@@ -75,7 +90,10 @@ def test_cifar10_from_a_fake_copy(tmp_path, monkeypatch):
     raw = batches["data_batch_2"]["data"][1, 1024 + 32 * 5 + 7]
     assert images[4 + 1, 1, 5, 7].item() == pytest.approx(raw / 127.5 - 1)
     test_images, test_labels = load_cifar10(tmp_path, train=False).tensors
-    assert test_images.shape == (4, 3, 32, 32) and test_labels.tolist() == batches["test_batch"]["labels"]
+    assert (
+        test_images.shape == (4, 3, 32, 32)
+        and test_labels.tolist() == batches["test_batch"]["labels"]
+    )
 
 
 def test_random_hflip():
@@ -83,4 +101,6 @@ def test_random_hflip():
     flipped = random_hflip(images.repeat(50, 1, 1, 1), torch.Generator().manual_seed(0))
     same = (flipped == images.repeat(50, 1, 1, 1)).flatten(1).all(1)
     mirrored = (flipped == images.flip(-1).repeat(50, 1, 1, 1)).flatten(1).all(1)
-    assert (same | mirrored).all() and 30 < mirrored.sum() < 70  # each image one or the other, ~half
+    assert (
+        same | mirrored
+    ).all() and 30 < mirrored.sum() < 70  # each image one or the other, ~half

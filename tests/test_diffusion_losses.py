@@ -24,20 +24,32 @@ class Recorder(torch.nn.Module):
 def test_loss_of_a_zero_predictor_is_the_mean_square_target(prediction):
     s, model = NoiseSchedule("linear", 100), Recorder()
     x0 = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    loss = diffusion_loss(model, s, x0, prediction=prediction, generator=torch.Generator().manual_seed(1))
+    loss = diffusion_loss(
+        model, s, x0, prediction=prediction, generator=torch.Generator().manual_seed(1)
+    )
     # The model saw x_t = √ᾱ x0 + √(1-ᾱ) ε (eq. 4) at the sampled t: recover ε from it.
-    a, b = extract(s.sqrt_alphas_cumprod, model.t, x0.shape), extract(s.sqrt_one_minus_alphas_cumprod, model.t, x0.shape)
+    a, b = extract(s.sqrt_alphas_cumprod, model.t, x0.shape), extract(
+        s.sqrt_one_minus_alphas_cumprod, model.t, x0.shape
+    )
     eps = (model.x_t - a * x0) / b
     target = eps if prediction == "eps" else a * eps - b * x0  # v = √ᾱ ε - √(1-ᾱ) x0
     assert loss.item() == pytest.approx(target.square().mean().item(), rel=1e-4)
-    assert model.t.min() >= 0 and model.t.max() < 100 and len(model.t.unique()) > 30  # t ~ U{0..T-1}
-    assert eps.mean().abs() < 0.03 and eps.var().item() == pytest.approx(1.0, abs=0.04)  # ε ~ N(0, I)
+    assert (
+        model.t.min() >= 0 and model.t.max() < 100 and len(model.t.unique()) > 30
+    )  # t ~ U{0..T-1}
+    assert eps.mean().abs() < 0.03 and eps.var().item() == pytest.approx(
+        1.0, abs=0.04
+    )  # ε ~ N(0, I)
 
 
 def test_same_generator_same_loss():
-    s, model = NoiseSchedule("cosine", 50), UNet(base_channels=8, channel_mults=(1, 2), attention=False)
+    s, model = NoiseSchedule("cosine", 50), UNet(
+        base_channels=8, channel_mults=(1, 2), attention=False
+    )
     x0 = torch.zeros(4, 1, 8, 8)
-    losses = [diffusion_loss(model, s, x0, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    losses = [
+        diffusion_loss(model, s, x0, generator=torch.Generator().manual_seed(3)) for _ in range(2)
+    ]
     assert losses[0].item() == losses[1].item()
 
 
@@ -56,7 +68,14 @@ def test_label_dropout():
 def test_loss_drops_labels_to_the_models_null_label():
     s, model = NoiseSchedule("linear", 100), Recorder()
     labels = torch.arange(10).repeat(100)
-    diffusion_loss(model, s, torch.zeros(1000, 1), labels, cond_drop_prob=0.5, generator=torch.Generator().manual_seed(0))
+    diffusion_loss(
+        model,
+        s,
+        torch.zeros(1000, 1),
+        labels,
+        cond_drop_prob=0.5,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert (model.labels == 10).float().mean().item() == pytest.approx(0.5, abs=0.06)
     diffusion_loss(model, s, torch.zeros(1000, 1), labels, cond_drop_prob=0.0)
     assert torch.equal(model.labels, labels)
@@ -100,6 +119,8 @@ def test_tiny_training_run_lowers_the_loss():
     assert first > 0.8 and last < 0.5 * first, losses  # seen: 0.90 → 0.12
     before = [p.clone() for p in model.parameters()]
     with ema.swapped_in(model.eval()):
-        samples = ddim_sample(model, s, (4, 1, 16, 16), num_steps=5, labels=torch.arange(4), guidance_scale=2.0)
+        samples = ddim_sample(
+            model, s, (4, 1, 16, 16), num_steps=5, labels=torch.arange(4), guidance_scale=2.0
+        )
     assert samples.shape == (4, 1, 16, 16) and torch.isfinite(samples).all()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # own weights back

@@ -28,7 +28,11 @@ def small_cnn():
         nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
     )  # fmt: skip
     model.head = nn.Sequential(
-        nn.Flatten(), nn.Dropout(0.1), nn.Linear(8 * 7 * 7, 64), nn.ReLU(inplace=True), nn.Linear(64, 10)
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Linear(8 * 7 * 7, 64),
+        nn.ReLU(inplace=True),
+        nn.Linear(64, 10),
     )
     model.forward = lambda x: model.head(model.features(x))
     return model
@@ -47,7 +51,9 @@ def test_class_entropy_by_hand():
     assert class_entropy(eye[[3, 3, 3, 3]]) == 0.0  # collapsed onto one class
     assert class_entropy(eye[[1, 1, 2, 2]]) == pytest.approx(math.log(2))  # two equal halves
     # counts (3, 1): -(3/4 ln 3/4 + 1/4 ln 1/4)
-    assert class_entropy(eye[[0, 0, 0, 5]]) == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert class_entropy(eye[[0, 0, 0, 5]]) == pytest.approx(
+        -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    )
 
 
 def test_frechet_distance_identical_and_shifted():
@@ -63,7 +69,9 @@ def test_frechet_distance_of_diagonal_gaussians():
     # For commuting (here diagonal) covariances the trace term is Σ_i (σ_a,i - σ_b,i)².
     g = torch.Generator().manual_seed(1)
     a = torch.randn(200_000, 3, generator=g) * torch.tensor([1.0, 2.0, 0.5])
-    b = torch.randn(200_000, 3, generator=g) * torch.tensor([2.0, 2.0, 1.0]) + torch.tensor([1.0, 0.0, 0.0])
+    b = torch.randn(200_000, 3, generator=g) * torch.tensor([2.0, 2.0, 1.0]) + torch.tensor(
+        [1.0, 0.0, 0.0]
+    )
     expected = 1.0 + (1 - 2) ** 2 + 0 + (0.5 - 1) ** 2  # 1 + 1 + 0.25
     assert frechet_distance(a, b) == pytest.approx(expected, rel=0.02)
 
@@ -72,8 +80,14 @@ def test_frechet_distance_matches_the_scipy_reference():
     # The formula as pytorch-fid writes it: scipy.linalg.sqrtm of the (non-symmetric) product.
     linalg = pytest.importorskip("scipy.linalg")
     g = torch.Generator().manual_seed(2)
-    a = torch.randn(300, 8, generator=g, dtype=torch.float64) @ torch.randn(8, 8, generator=g, dtype=torch.float64)
-    b = torch.randn(400, 8, generator=g, dtype=torch.float64) @ torch.randn(8, 8, generator=g, dtype=torch.float64) + 0.5
+    a = torch.randn(300, 8, generator=g, dtype=torch.float64) @ torch.randn(
+        8, 8, generator=g, dtype=torch.float64
+    )
+    b = (
+        torch.randn(400, 8, generator=g, dtype=torch.float64)
+        @ torch.randn(8, 8, generator=g, dtype=torch.float64)
+        + 0.5
+    )
     mu_a, mu_b = a.mean(0).numpy(), b.mean(0).numpy()
     s_a, s_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
     covmean = linalg.sqrtm(s_a @ s_b).real
@@ -104,8 +118,17 @@ def test_features_are_the_penultimate_activations():
 
 def test_classifier_scores_keys():
     model = small_cnn()
-    scores = classifier_scores(model, torch.randn(20, 1, 28, 28), torch.randn(30, 1, 28, 28), preprocess=lambda x: x * 2)
+    scores = classifier_scores(
+        model, torch.randn(20, 1, 28, 28), torch.randn(30, 1, 28, 28), preprocess=lambda x: x * 2
+    )
     assert set(scores) == {"confident_share", "class_entropy", "max_entropy", "frechet_distance"}
     assert 0 <= scores["class_entropy"] <= scores["max_entropy"] == pytest.approx(math.log(10))
     assert scores["frechet_distance"] >= 0
     assert "frechet_distance" not in classifier_scores(model, torch.randn(4, 1, 28, 28))
+
+
+def test_works_on_the_p00_classifier():
+    SmallCNN = pytest.importorskip("labkit.warmup.model").SmallCNN
+    model = SmallCNN()
+    logits, feats = logits_and_features(model, torch.randn(5, 1, 28, 28))
+    assert logits.shape == (5, 10) and feats.shape == (5, 64)  # the input of its last Linear

@@ -35,7 +35,9 @@ class GaussianOptimalEps:
         a = extract(self.s.alphas_cumprod, t, x.shape).double()
         x = x.double()
         eps = (1 - a).sqrt() * (x - a.sqrt() * self.mu) / (a * self.var + 1 - a)
-        if self.prediction == "v":  # ε = b x_t + a v  ⇒  v = (ε - b x_t) / a, with a = √ᾱ, b = √(1-ᾱ)
+        if (
+            self.prediction == "v"
+        ):  # ε = b x_t + a v  ⇒  v = (ε - b x_t) / a, with a = √ᾱ, b = √(1-ᾱ)
             return ((eps - (1 - a).sqrt() * x) / a.sqrt()).float()
         return eps.float()
 
@@ -63,7 +65,9 @@ def test_shape_range_and_determinism(sampler):
     def run(seed, clip=True):
         if sampler == "ddpm":
             return ddpm_sample(model, s, (3, 1, 12, 12), generator=gen(seed), clip_x0=clip)
-        return ddim_sample(model, s, (3, 1, 12, 12), num_steps=10, eta=0.5, generator=gen(seed), clip_x0=clip)
+        return ddim_sample(
+            model, s, (3, 1, 12, 12), num_steps=10, eta=0.5, generator=gen(seed), clip_x0=clip
+        )
 
     a, b, c = run(0), run(0), run(1)
     assert a.shape == (3, 1, 12, 12) and a.dtype == torch.float32
@@ -105,7 +109,13 @@ def test_ddim_eta_zero_is_deterministic_given_x_T():
 
 @pytest.mark.parametrize(
     "sampler, prediction",
-    [("ddpm", "eps"), ("ddim_eta1", "eps"), ("ddim_eta0", "eps"), ("ddim_eta0", "v"), ("ddpm", "v")],
+    [
+        ("ddpm", "eps"),
+        ("ddim_eta1", "eps"),
+        ("ddim_eta0", "eps"),
+        ("ddim_eta0", "v"),
+        ("ddpm", "v"),
+    ],
 )
 def test_gaussian_toy_recovers_data_distribution(sampler, prediction):
     mu, sigma, n = 0.5, 0.3, 10000
@@ -133,7 +143,9 @@ def test_guidance_scale_zero_is_unconditional_and_one_is_conditional():
     labels = torch.tensor([0, 3, 7, 9])
     uncond, cond = model(x, t, None), model(x, t, labels)
     assert not torch.allclose(uncond, cond, atol=1e-4)
-    torch.testing.assert_close(guided_output(model, x, t, labels, 0.0), uncond, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        guided_output(model, x, t, labels, 0.0), uncond, atol=1e-5, rtol=1e-5
+    )
     torch.testing.assert_close(guided_output(model, x, t, labels, 1.0), cond, atol=1e-5, rtol=1e-5)
     w3 = guided_output(model, x, t, labels, 3.0)
     torch.testing.assert_close(w3, uncond + 3 * (cond - uncond), atol=1e-5, rtol=1e-5)
@@ -191,7 +203,11 @@ def test_ddpm_matches_diffusers_loop(clip):
     diffusers = pytest.importorskip("diffusers")
     T, shape = 100, (2, 1, 5, 5)
     theirs = diffusers.DDPMScheduler(
-        num_train_timesteps=T, beta_start=1e-3, beta_end=0.2, variance_type="fixed_small", clip_sample=clip
+        num_train_timesteps=T,
+        beta_start=1e-3,
+        beta_end=0.2,
+        variance_type="fixed_small",
+        clip_sample=clip,
     )
     g = gen(7)
     x = torch.randn(shape, generator=g)  # same draw order as ddpm_sample: x_T, then one z per step
@@ -205,12 +221,16 @@ def test_ddpm_matches_diffusers_loop(clip):
 def test_ddim_all_steps_matches_diffusers_loop(eta):
     diffusers = pytest.importorskip("diffusers")
     T, shape = 100, (2, 1, 5, 5)
-    theirs = diffusers.DDIMScheduler(num_train_timesteps=T, beta_start=1e-3, beta_end=0.2, clip_sample=True)
+    theirs = diffusers.DDIMScheduler(
+        num_train_timesteps=T, beta_start=1e-3, beta_end=0.2, clip_sample=True
+    )
     theirs.set_timesteps(T)  # every step: the same subsequence as ours
     g = gen(7)
     x = torch.randn(shape, generator=g)
     for t in theirs.timesteps:
         eps = _toy_eps(x, t.expand(shape[0]))
         x = theirs.step(eps, t, x, eta=eta, use_clipped_model_output=True, generator=g).prev_sample
-    ours = ddim_sample(_toy_eps, NoiseSchedule("linear", T), shape, num_steps=T, eta=eta, generator=gen(7))
+    ours = ddim_sample(
+        _toy_eps, NoiseSchedule("linear", T), shape, num_steps=T, eta=eta, generator=gen(7)
+    )
     torch.testing.assert_close(ours, x, atol=2e-4, rtol=1e-3)

@@ -15,7 +15,9 @@ def test_alpha_bar_is_cumprod_and_decreasing(kind, num_steps):
     betas = beta_schedule(kind, num_steps)
     assert betas.dtype == torch.float64 and betas.shape == (num_steps,)
     assert ((betas > 0) & (betas < 1)).all()
-    torch.testing.assert_close(s.alphas_cumprod.double(), torch.cumprod(1 - betas, 0), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        s.alphas_cumprod.double(), torch.cumprod(1 - betas, 0), rtol=1e-6, atol=0
+    )
     assert (s.alphas_cumprod.diff() < 0).all()  # every step adds noise
     assert s.alphas_cumprod_prev[0] == 1.0  # ᾱ_{-1} = 1: the paper's ᾱ_0, no noise
     torch.testing.assert_close(s.alphas_cumprod_prev[1:], s.alphas_cumprod[:-1])
@@ -31,7 +33,9 @@ def test_linear_endpoints_and_scaling():
     assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
     betas = beta_schedule("linear", 250)
     assert betas[0].item() == pytest.approx(4e-4) and betas[-1].item() == pytest.approx(0.08)
-    torch.testing.assert_close(betas.diff(), torch.full((249,), (0.08 - 4e-4) / 249, dtype=torch.float64))
+    torch.testing.assert_close(
+        betas.diff(), torch.full((249,), (0.08 - 4e-4) / 249, dtype=torch.float64)
+    )
 
 
 def test_cosine_matches_closed_form():
@@ -49,7 +53,12 @@ def test_cosine_matches_closed_form():
 
 @pytest.mark.parametrize(
     "kind, num_steps, message",
-    [("quadratic", 10, "kind"), ("linear", 0, "num_steps"), ("cosine", 2.5, "num_steps"), ("linear", 20, "≥ 21")],
+    [
+        ("quadratic", 10, "kind"),
+        ("linear", 0, "num_steps"),
+        ("cosine", 2.5, "num_steps"),
+        ("linear", 20, "≥ 21"),
+    ],
 )
 def test_bad_arguments_raise(kind, num_steps, message):
     with pytest.raises(ValueError, match=message):
@@ -62,14 +71,23 @@ def test_posterior_variance_by_hand():
     b = beta_schedule("linear", 1000)
     a1, a2 = (1 - b[0]), (1 - b[0]) * (1 - b[1])  # ᾱ at indices 0, 1
     assert s.posterior_variance[0] == 0  # x_0 is determined by x_1 and x_0
-    assert s.posterior_variance[1].item() == pytest.approx(((1 - a1) / (1 - a2) * b[1]).item(), rel=1e-6)
+    assert s.posterior_variance[1].item() == pytest.approx(
+        ((1 - a1) / (1 - a2) * b[1]).item(), rel=1e-6
+    )
     assert s.posterior_log_variance_clipped[0] == s.posterior_log_variance_clipped[1]
     # μ̃ coefficients (eq. 7) at index 1: β_t √ᾱ_{t-1} / (1 - ᾱ_t) and (1 - ᾱ_{t-1}) √α_t / (1 - ᾱ_t)
-    assert s.posterior_mean_coef1[1].item() == pytest.approx((b[1] * a1.sqrt() / (1 - a2)).item(), rel=1e-6)
-    assert s.posterior_mean_coef2[1].item() == pytest.approx(((1 - a1) * (1 - b[1]).sqrt() / (1 - a2)).item(), rel=1e-6)
+    assert s.posterior_mean_coef1[1].item() == pytest.approx(
+        (b[1] * a1.sqrt() / (1 - a2)).item(), rel=1e-6
+    )
+    assert s.posterior_mean_coef2[1].item() == pytest.approx(
+        ((1 - a1) * (1 - b[1]).sqrt() / (1 - a2)).item(), rel=1e-6
+    )
     # The posterior of q(x_{t-1}|x_t, x_0) must be consistent with the marginals: if x_0 = 0 and
     # x_t ~ N(0, 1 - ᾱ_t), then x_{t-1} ~ N(0, 1 - ᾱ_{t-1}):  coef2² (1 - ᾱ_t) + β̃_t = 1 - ᾱ_{t-1}.
-    lhs = s.posterior_mean_coef2.double() ** 2 * (1 - s.alphas_cumprod.double()) + s.posterior_variance.double()
+    lhs = (
+        s.posterior_mean_coef2.double() ** 2 * (1 - s.alphas_cumprod.double())
+        + s.posterior_variance.double()
+    )
     torch.testing.assert_close(lhs, 1 - s.alphas_cumprod_prev.double(), rtol=1e-5, atol=1e-7)
     # snr = ᾱ / (1 - ᾱ) from float64: recomputing it from the float32 ᾱ would lose digits in 1 - ᾱ
     # near t = 0 (1 - 0.9999 keeps only ~4 significant digits in float32).
@@ -142,5 +160,9 @@ def test_matches_diffusers_scheduler(kind, num_steps):
     g = torch.Generator().manual_seed(0)
     x0, eps = torch.rand(6, 1, 4, 4, generator=g) * 2 - 1, torch.randn(6, 1, 4, 4, generator=g)
     t = torch.tensor([0, 1, 10, num_steps // 2, num_steps - 2, num_steps - 1])
-    torch.testing.assert_close(ours.q_sample(x0, t, eps), theirs.add_noise(x0, eps, t), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(ours.velocity(x0, t, eps), theirs.get_velocity(x0, eps, t), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        ours.q_sample(x0, t, eps), theirs.add_noise(x0, eps, t), atol=1e-5, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        ours.velocity(x0, t, eps), theirs.get_velocity(x0, eps, t), atol=1e-5, rtol=1e-4
+    )
