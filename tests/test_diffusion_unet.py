@@ -55,6 +55,8 @@ def test_labels_none_means_null_class_and_errors():
         small()(x, t, torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="expected images"):
         model(torch.randn(2, 3, 28, 28), t)
+    with pytest.raises(ValueError, match="num_classes"):
+        UNet(num_classes=0)
     with pytest.raises(ValueError, match="norm_groups"):
         UNet(base_channels=12, norm_groups=8)
 

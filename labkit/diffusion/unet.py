@@ -151,6 +151,8 @@ class UNet(nn.Module):
         norm_groups: int = 8,
     ):
         super().__init__()
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be ≥ 1, or None for no classes; got {num_classes}")
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.null_label = num_classes  # the "no class" row of the class table (None: no classes)
