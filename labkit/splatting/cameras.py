@@ -65,9 +65,7 @@ class Camera:
         return self.width / (2 * self.fx), self.height / (2 * self.fy)
 
 
-def look_at(
-    eye: Tensor, target: Tensor, up: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
+def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """World-to-camera ``R, t`` of a camera at ``eye`` looking at ``target`` (OpenCV axes).
 
     The camera's rows in the world are ``right = forward × up``, ``down = forward × right``,
@@ -80,7 +78,7 @@ def look_at(
     Returns:
         ``R [3, 3]``, ``t [3]`` with ``R @ eye + t = 0`` and ``target`` on the optical axis.
     """
-    up = torch.tensor([0.0, 0.0, 1.0]) if up is None else up
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=eye.dtype) if up is None else up.to(eye.dtype)
     forward = target - eye
     forward = forward / forward.norm()
     right = torch.linalg.cross(forward, up)
@@ -199,8 +197,11 @@ def pixel_rays(camera: Camera) -> tuple[Tensor, Tensor]:
         ``origins [H, W, 3]`` (all the camera centre) and unit ``directions [H, W, 3]``:
         the inverse of ``project_points`` at ``(u, v) = (j + 0.5, i + 0.5)``.
     """
+    dtype = camera.R.dtype
     v, u = torch.meshgrid(
-        torch.arange(camera.height) + 0.5, torch.arange(camera.width) + 0.5, indexing="ij"
+        torch.arange(camera.height, dtype=dtype) + 0.5,
+        torch.arange(camera.width, dtype=dtype) + 0.5,
+        indexing="ij",
     )
     d_cam = torch.stack(
         [(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, torch.ones_like(u)], -1

@@ -70,7 +70,8 @@ class GradientStats:
 
     def add(self, mean2d_grad: Tensor, ids: Tensor | None = None) -> None:
         """``mean2d_grad [V, 2]``: gradient of the image-space means of Gaussians ``ids [V]``
-        (all N when None). Gaussians with an exactly zero gradient were not drawn and not counted."""
+        (all N when None). Gaussians with an exactly zero gradient were not drawn and not counted.
+        """
         norms = mean2d_grad.detach().norm(dim=-1).float()
         ids = torch.arange(len(norms)) if ids is None else ids
         drawn = norms > 0

@@ -79,7 +79,9 @@ class FitResult:
     cpu_seconds: float = 0.0
 
 
-def image_loss(render: Tensor, target: Tensor, ssim_weight: float = 0.2, kind: str = "l1") -> Tensor:
+def image_loss(
+    render: Tensor, target: Tensor, ssim_weight: float = 0.2, kind: str = "l1"
+) -> Tensor:
     """``(1 - λ) · L_kind + λ · (1 - SSIM)`` between ``[H, W, 3]`` images; kind ``"l1"`` or ``"l2"``."""
     pixel = F.l1_loss(render, target) if kind == "l1" else F.mse_loss(render, target)
     if ssim_weight == 0:
@@ -89,11 +91,15 @@ def image_loss(render: Tensor, target: Tensor, ssim_weight: float = 0.2, kind: s
 
 def _adam(gaussians, lr: dict[str, float]) -> torch.optim.Adam:
     """One Adam group per parameter tensor, named after it (densification finds them by name)."""
-    groups = [{"params": [t], "lr": lr[name], "name": name} for name, t in gaussians.tensors().items()]
+    groups = [
+        {"params": [t], "lr": lr[name], "name": name} for name, t in gaussians.tensors().items()
+    ]
     return torch.optim.Adam(groups, lr=0.0, eps=1e-15)  # 3DGS's eps: gradients here are tiny
 
 
-def _decay_means_lr(optimizer: torch.optim.Adam, lr0: float, step: int, steps: int, ratio: float) -> None:
+def _decay_means_lr(
+    optimizer: torch.optim.Adam, lr0: float, step: int, steps: int, ratio: float
+) -> None:
     """Exponential decay ``lr0 · ratio^(step / steps)`` of the means' rate (3DGS get_expon_lr_func)."""
     for group in optimizer.param_groups:
         if group["name"] == "means":
@@ -155,7 +161,9 @@ def fit_2d(
     result = FitResult(gaussians)
     if 0 in render_steps:
         with torch.no_grad():
-            result.renders[0] = render_gaussians_2d(gaussians, height, width, mode, tile).clamp(0, 1)
+            result.renders[0] = render_gaussians_2d(gaussians, height, width, mode, tile).clamp(
+                0, 1
+            )
 
     start, cpu_start = time.perf_counter(), time.process_time()
     for step in _bar(steps, progress):
@@ -196,7 +204,9 @@ def _record(result: FitResult, step: int, rendered: Tensor, target: Tensor, num:
 
 
 @torch.no_grad()
-def evaluate_3d(gaussians: Gaussians3D, cameras, images: Tensor, background: Tensor) -> tuple[float, float, Tensor]:
+def evaluate_3d(
+    gaussians: Gaussians3D, cameras, images: Tensor, background: Tensor
+) -> tuple[float, float, Tensor]:
     """Mean PSNR and SSIM over views. ``images [V, H, W, 3]``. Returns (psnr, ssim, renders [V, H, W, 3])."""
     renders = torch.stack(
         [render_gaussians_3d(gaussians, cam, background).image.clamp(0, 1) for cam in cameras]
@@ -283,5 +293,3 @@ def fit_3d(
     result.cpu_seconds = time.process_time() - cpu_start
     result.gaussians = gaussians.detach()
     return result
-
-

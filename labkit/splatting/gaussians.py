@@ -234,7 +234,11 @@ def _logit(p: float | Tensor) -> Tensor:
 
 
 def random_gaussians_2d(
-    num: int, height: int, width: int, generator: torch.Generator | None = None, opacity: float = 0.5
+    num: int,
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    opacity: float = 0.5,
 ) -> Gaussians2D:
     """N Gaussians at uniform positions with random colours in ``[0, 1]`` and random angles.
 

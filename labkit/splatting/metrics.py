@@ -30,12 +30,18 @@ def psnr(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
         scalar tensor. 20 dB ≈ a visible blur, 30 dB ≈ hard to tell apart at a glance.
     """
     if a.shape != b.shape:
-        raise ValueError(f"psnr needs images of the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"psnr needs images of the same shape; got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     mse = torch.mean((a.double() - b.double()) ** 2)
-    return (10 * torch.log10(data_range**2 / mse)).to(a.dtype if a.is_floating_point() else torch.float32)
+    return (10 * torch.log10(data_range**2 / mse)).to(
+        a.dtype if a.is_floating_point() else torch.float32
+    )
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float32) -> Tensor:
+def gaussian_window(
+    size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """1D Gaussian taps ``exp(-x² / 2σ²)`` at ``x = -(size-1)/2 … (size-1)/2``, summing to 1. ``[size]``."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     w = torch.exp(-(x**2) / (2 * sigma**2))
@@ -63,9 +69,13 @@ def ssim(
         scalar tensor in ``[-1, 1]``; 1 for identical images.
     """
     if a.shape != b.shape:
-        raise ValueError(f"ssim needs images of the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"ssim needs images of the same shape; got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if min(a.shape[0], a.shape[1]) < window_size:
-        raise ValueError(f"ssim needs images at least {window_size} pixels a side; got {tuple(a.shape)}")
+        raise ValueError(
+            f"ssim needs images at least {window_size} pixels a side; got {tuple(a.shape)}"
+        )
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
     dtype = a.dtype if a.is_floating_point() else torch.float32
@@ -85,6 +95,7 @@ def ssim(
     var_b = blur(x[1:2] ** 2) - mu_b**2
     cov_ab = blur(x[0:1] * x[1:2]) - mu_a * mu_b
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov_ab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov_ab + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
     return s.mean()
-

@@ -76,7 +76,11 @@ class Splats:
 
 
 def make_splats(
-    means2d: Tensor, covariances: Tensor, colors: Tensor, opacities: Tensor, sigma_cutoff: float = 3.0
+    means2d: Tensor,
+    covariances: Tensor,
+    colors: Tensor,
+    opacities: Tensor,
+    sigma_cutoff: float = 3.0,
 ) -> Splats:
     """Splats from image-space covariances ``[N, 2, 2]``: inverts Σ', bounds each footprint.
 
@@ -86,7 +90,9 @@ def make_splats(
     """
     a, b, c = covariances[:, 0, 0], covariances[:, 0, 1], covariances[:, 1, 1]
     det = a * c - b * b
-    conics = torch.stack([torch.stack([c, -b], -1), torch.stack([-b, a], -1)], -2) / det[:, None, None]
+    conics = (
+        torch.stack([torch.stack([c, -b], -1), torch.stack([-b, a], -1)], -2) / det[:, None, None]
+    )
     with torch.no_grad():  # the radius only chooses tiles; no gradient flows through it
         half_gap = torch.sqrt(((a - c) / 2) ** 2 + b * b)
         radii = sigma_cutoff * torch.sqrt((a + c) / 2 + half_gap)
@@ -96,7 +102,9 @@ def make_splats(
 def _mahalanobis_power(d: Tensor, conics: Tensor) -> Tensor:
     """``-½ dᵀ Σ'⁻¹ d`` for ``d [..., 2]`` and ``conics [..., 2, 2]`` (broadcast) → ``[...]``."""
     dx, dy = d[..., 0], d[..., 1]
-    return -0.5 * (conics[..., 0, 0] * dx * dx + 2 * conics[..., 0, 1] * dx * dy + conics[..., 1, 1] * dy * dy)
+    return -0.5 * (
+        conics[..., 0, 0] * dx * dx + 2 * conics[..., 0, 1] * dx * dy + conics[..., 1, 1] * dy * dy
+    )
 
 
 def _alpha(power: Tensor, opacities: Tensor, mode: str, sigma_cutoff: float) -> Tensor:
@@ -137,13 +145,17 @@ def render_dense(
     _check_mode(mode)
     dtype = splats.means2d.dtype
     ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=dtype) + 0.5, torch.arange(width, dtype=dtype) + 0.5, indexing="ij"
+        torch.arange(height, dtype=dtype) + 0.5,
+        torch.arange(width, dtype=dtype) + 0.5,
+        indexing="ij",
     )
     pixels = torch.stack([xs, ys], -1).reshape(-1, 2)  # [P, 2] pixel centres
     colors, alphas = [], []
     for start in range(0, pixels.shape[0], chunk):
         d = pixels[start : start + chunk, None, :] - splats.means2d[None]  # [p, N, 2]
-        alpha = _alpha(_mahalanobis_power(d, splats.conics[None]), splats.opacities, mode, sigma_cutoff)
+        alpha = _alpha(
+            _mahalanobis_power(d, splats.conics[None]), splats.opacities, mode, sigma_cutoff
+        )
         alpha = alpha * (splats.radii > 0)  # [p, N]
         if mode == "sum":
             weight = alpha
@@ -226,7 +238,9 @@ def render(
     tile_ids, ids = tile_pairs(splats.means2d, splats.radii, height, width, tile)  # [M], [M]
 
     # Pixel centres of every tile, [num_tiles, tile², 2].
-    oy, ox = torch.meshgrid(torch.arange(tile, dtype=dtype), torch.arange(tile, dtype=dtype), indexing="ij")
+    oy, ox = torch.meshgrid(
+        torch.arange(tile, dtype=dtype), torch.arange(tile, dtype=dtype), indexing="ij"
+    )
     offsets = torch.stack([ox, oy], -1).reshape(-1, 2) + 0.5
     ty, tx = torch.meshgrid(torch.arange(tiles_y), torch.arange(tiles_x), indexing="ij")
     origins = torch.stack([tx, ty], -1).reshape(-1, 1, 2).to(dtype) * tile
@@ -271,7 +285,9 @@ def render_gaussians_2d(
     gaussians: Gaussians2D, height: int, width: int, mode: str = "sum", tile: int = 8
 ) -> Tensor:
     """Render learnable 2D Gaussians: ``[H, W, 3]``. For ``"alpha"`` the index order is the depth order."""
-    splats = make_splats(gaussians.means, gaussians.covariances(), gaussians.colors, gaussians.opacities)
+    splats = make_splats(
+        gaussians.means, gaussians.covariances(), gaussians.colors, gaussians.opacities
+    )
     return render(splats, height, width, mode=mode, tile=tile)[0]
 
 
@@ -322,6 +338,10 @@ def render_gaussians_3d(
     splats = make_splats(means2d, cov2d, colors, gaussians.opacities[visible])
 
     order = torch.argsort(points_cam[:, 2].detach(), stable=True)  # front to back
-    sorted_splats = Splats(*(getattr(splats, f)[order] for f in ("means2d", "conics", "colors", "opacities", "radii")))
-    image, alpha = render(sorted_splats, camera.height, camera.width, "alpha", background, tile=tile)
+    sorted_splats = Splats(
+        *(getattr(splats, f)[order] for f in ("means2d", "conics", "colors", "opacities", "radii"))
+    )
+    image, alpha = render(
+        sorted_splats, camera.height, camera.width, "alpha", background, tile=tile
+    )
     return RenderOutput(image, alpha, visible, means2d, splats.radii)

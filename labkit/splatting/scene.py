@@ -147,8 +147,16 @@ def _shade(scene: Scene, normals: Tensor, albedo: Tensor) -> Tensor:
 def render_scene(scene: Scene, camera: Camera, supersample: int = 3) -> Tensor:
     """Ground-truth image ``[H, W, 3]`` in ``[0, 1]``: the mean of ``supersample²`` rays per pixel."""
     s = supersample
-    fine = Camera(camera.fx * s, camera.fy * s, camera.cx * s, camera.cy * s,
-                  camera.width * s, camera.height * s, camera.R, camera.t)
+    fine = Camera(
+        camera.fx * s,
+        camera.fy * s,
+        camera.cx * s,
+        camera.cy * s,
+        camera.width * s,
+        camera.height * s,
+        camera.R,
+        camera.t,
+    )
     origins, directions = pixel_rays(fine)
     origins, directions = origins.reshape(-1, 3).double(), directions.reshape(-1, 3).double()
     t, normals, albedo = _intersect(scene, origins, directions)
@@ -168,8 +176,12 @@ def _sample_on(prim, num: int, generator: torch.Generator) -> tuple[Tensor, Tens
         return torch.tensor(prim.center, dtype=torch.float64) + prim.radius * n, n
     lo, hi = torch.tensor(prim.lo, dtype=torch.float64), torch.tensor(prim.hi, dtype=torch.float64)
     size = hi - lo
-    areas = torch.stack([size[1] * size[2], size[0] * size[2], size[0] * size[1]]).repeat(2)  # 6 faces
-    face = torch.multinomial(areas, num, replacement=True, generator=generator)  # 0-2: lo side, 3-5: hi
+    areas = torch.stack([size[1] * size[2], size[0] * size[2], size[0] * size[1]]).repeat(
+        2
+    )  # 6 faces
+    face = torch.multinomial(
+        areas, num, replacement=True, generator=generator
+    )  # 0-2: lo side, 3-5: hi
     axis, high = face % 3, face >= 3
     p = lo + torch.rand(num, 3, generator=generator, dtype=torch.float64) * size
     p[torch.arange(num), axis] = torch.where(high, hi[axis], lo[axis])
@@ -181,7 +193,7 @@ def _sample_on(prim, num: int, generator: torch.Generator) -> tuple[Tensor, Tens
 def _surface_area(prim) -> float:
     if isinstance(prim, Sphere):
         return 4 * math.pi * prim.radius**2
-    sx, sy, sz = (h - l for l, h in zip(prim.lo, prim.hi))
+    sx, sy, sz = (hi - lo for lo, hi in zip(prim.lo, prim.hi))
     return 2 * (sx * sy + sx * sz + sy * sz)
 
 
@@ -211,8 +223,12 @@ def sample_surface_points(
         points.append(p[keep])
         colors.append(_shade(scene, n[keep], albedo))
     points, colors = torch.cat(points), torch.cat(colors)
-    points = points + position_noise * torch.randn(points.shape, generator=generator, dtype=torch.float64)
-    colors = colors + color_noise * torch.randn(colors.shape, generator=generator, dtype=torch.float64)
+    points = points + position_noise * torch.randn(
+        points.shape, generator=generator, dtype=torch.float64
+    )
+    colors = colors + color_noise * torch.randn(
+        colors.shape, generator=generator, dtype=torch.float64
+    )
     return points.float(), colors.clamp(0, 1).float()
 
 
@@ -224,7 +240,9 @@ def _inside_any(primitives: list, points: Tensor, margin: float = 1e-6) -> Tenso
             c = torch.tensor(prim.center, dtype=points.dtype)
             inside |= (points - c).norm(dim=-1) <= prim.radius + margin
         else:
-            lo, hi = torch.tensor(prim.lo, dtype=points.dtype), torch.tensor(prim.hi, dtype=points.dtype)
+            lo, hi = torch.tensor(prim.lo, dtype=points.dtype), torch.tensor(
+                prim.hi, dtype=points.dtype
+            )
             inside |= ((points >= lo - margin) & (points <= hi + margin)).all(-1)
     return inside
 
