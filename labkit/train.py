@@ -1,29 +1,50 @@
 """Headless training: ``python -m labkit.train CONFIG [key=value ...] [--device D] [--resume PATH]``.
 
-Loads the config, applies the overrides, makes the run folder
-``runs/<experiment>/<YYYYmmdd-HHMMSS>_<name>_s<seed>/`` (resolved ``config.yaml``, ``env.json``,
-``metrics.jsonl``, ``tb/``, ``checkpoints/``) and calls ``run`` of the task module of the config's
-phase (``labkit.registry``), which seeds, builds and trains.
-``--resume`` continues a run in its own folder, from a checkpoint file or a run folder.
+Loads the config, applies the overrides, checks every value against the phase's schema, makes
+the run folder ``runs/<experiment>/<YYYYmmdd-HHMMSS>_<name>_s<seed>/`` (resolved
+``config.yaml``, ``env.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/``) and calls ``run`` of
+the task module of the config's phase (``labkit.registry``), which seeds, builds and trains.
+
+``--resume PATH`` continues a run exactly, in its own folder (a checkpoint outside a run folder
+continues into a new folder under --runs-dir). Only keys that don't change the math may differ
+from the saved config (device, logging and checkpoint cadence); a budget may grow when no LR
+schedule spans it. ``--init-from CKPT`` starts a new run from a checkpoint's weights (fine-tuning,
+warm starts) and records the parent in env.json. Every failure ends in one paragraph and exit
+code 2, with nothing written; Ctrl-C / SIGTERM save and exit 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
 from labkit.data.common import DataError
 from labkit.registry import PHASES, task_module
-from labkit.trainers.supervised_trainer import TrainingDiverged
-from labkit.utils.checkpoint import CheckpointError, open_checkpoint
+from labkit.trainers.guards import TrainingDiverged
+from labkit.utils.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    list_checkpoints,
+    open_checkpoint,
+)
 from labkit.utils.config import ConfigError, apply_overrides, load_config
 from labkit.utils.device import DeviceError, get_device
 from labkit.utils.logging import get_logger, json_safe
-from labkit.utils.runs import RUNS_DIR, make_run_dir, write_run_files
+from labkit.utils.runs import (
+    RUNS_DIR,
+    make_run_dir,
+    refused_resume_changes,
+    run_folder_of,
+    truncate_metrics,
+    unique_suffix,
+    write_run_files,
+)
 
 log = get_logger(__name__)
+LAB_ERRORS = (ConfigError, CheckpointError, DeviceError, DataError, TrainingDiverged)
 
 
 def phase_task(cfg: dict):
@@ -37,14 +58,58 @@ def phase_task(cfg: dict):
     return task_module(phase)
 
 
-def main(argv: list[str] | None = None) -> int:
+def resume_config(resume: Checkpoint, config_arg: str | None, overrides: list[str]) -> dict:
+    """The saved config with the overrides, refused where the continuation would not be exact."""
+    saved = resume.config
+    if not saved:
+        raise CheckpointError(
+            f"Checkpoint '{resume.path}' holds no config, so it cannot be resumed as a run; "
+            f"start a new run from its weights with --init-from instead."
+        )
+    if config_arg is not None:
+        named = load_config(config_arg)
+        if (named.get("phase"), named.get("experiment")) != (
+            saved.get("phase"),
+            saved.get("experiment"),
+        ):
+            raise ConfigError(
+                f"CONFIG '{config_arg}' is experiment {named.get('experiment')!r} but checkpoint "
+                f"'{resume.path}' was written by {saved.get('experiment')!r}; resume it with "
+                f"that config (or leave CONFIG out: --resume alone uses the saved one)."
+            )
+    task = phase_task(saved)
+    before = task.check(saved)
+    cfg = task.check(apply_overrides(saved, overrides))
+    refused = refused_resume_changes(before, cfg, resume.step)
+    if refused:
+        raise ConfigError(
+            f"A resume continues the run exactly, so these overrides are refused: "
+            f"{'; '.join(refused)}. Only device, name, torch_threads, data.num_workers, "
+            f"eval.log_images and trainer.log_every / eval_every / ckpt_every / keep_last may "
+            f"change. To train on with other settings, start a new run from these weights: "
+            f"--init-from {resume.path}."
+        )
+    newer = [p for p in list_checkpoints(resume.path.parent) if p.name > resume.path.name]
+    if run_folder_of(resume.path) is not None and newer:
+        raise CheckpointError(
+            f"'{resume.path}' is older than {newer[-1].name} in the same run; resuming it would "
+            f"overwrite the newer steps. Resume the run folder (its newest checkpoint), or "
+            f"branch a new run from this one with --init-from {resume.path}."
+        )
+    return cfg
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m labkit.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "config", help="config name in labkit/configs (e.g. p00_mnist) or a YAML path"
+        "config",
+        nargs="?",
+        help="config name in labkit/configs (e.g. p00_mnist) or a YAML path; optional with "
+        "--resume (the checkpoint's own config is used)",
     )
     parser.add_argument(
         "overrides", nargs="*", help="key.sub=value overrides, e.g. trainer.max_steps=200"
@@ -52,35 +117,83 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--device", help="auto | cpu | cuda | cuda:N (overrides the config's device)"
     )
-    parser.add_argument(
-        "--resume", help="checkpoint file or run folder to continue (in its own folder)"
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--resume", help="checkpoint file or run folder to continue exactly (in its own folder)"
+    )
+    start.add_argument(
+        "--init-from", help="checkpoint whose weights start a new run (fine-tuning, warm starts)"
     )
     parser.add_argument(
         "--runs-dir", default=str(RUNS_DIR), help="where run folders go (default: runs)"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come after the options too
+    if args.config and "=" in args.config:  # `--resume RUN key=value`: no CONFIG given
+        args.overrides.insert(0, args.config)
+        args.config = None
+    if args.config is None and not args.resume:
+        parser.error("CONFIG is required unless --resume is given")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = args.overrides + ([f"device={args.device}"] if args.device else [])
+    run_dir, fresh = None, False
     try:
-        # Everything that can fail on bad input is checked before anything is written.
+        # 1. Everything that can fail on bad input is checked before anything is written.
         resume = open_checkpoint(args.resume) if args.resume else None  # read once
-        cfg = resume.config if resume is not None and resume.config else load_config(args.config)
-        cfg = apply_overrides(cfg, args.overrides)
-        if args.device:
-            cfg["device"] = args.device
-        task = phase_task(cfg)
-        device = get_device(cfg.get("device", "auto"))  # resolved once, passed on
+        init = open_checkpoint(args.init_from) if args.init_from else None
         if resume is not None:
-            run_dir = resume.path.parent.parent  # runs/<exp>/<run>/checkpoints/step_N.pt
-            write_run_files(run_dir, cfg, device, suffix=f".resume{resume.step}")
+            cfg = resume_config(resume, args.config, overrides)
+            run_dir = run_folder_of(resume.path)
         else:
-            run_dir = make_run_dir(cfg, Path(args.runs_dir))
-            write_run_files(run_dir, cfg, device)
+            cfg = apply_overrides(load_config(args.config), overrides)
+            cfg = phase_task(cfg).check(cfg)
+        task = phase_task(cfg)
+        device = get_device(cfg["device"])  # resolved once, passed on
+
+        # 2. The run folder: a new one, or the resumed run's own.
+        if run_dir is None:
+            run_dir, fresh = make_run_dir(cfg, Path(args.runs_dir)), True
+            write_run_files(run_dir, cfg, device, parent=init or resume)
+        else:
+            dropped = truncate_metrics(run_dir, resume.step)
+            if dropped:
+                log.info(
+                    "metrics.jsonl: dropped %d rows logged after step %d", dropped, resume.step
+                )
+            write_run_files(run_dir, cfg, device, suffix=unique_suffix(run_dir, resume.step))
         log.info("run folder: %s", run_dir)
-        result = task.run(cfg, run_dir, device, resume_from=resume)  # seeds, builds, trains
-    except (ConfigError, CheckpointError, DeviceError, DataError, TrainingDiverged) as err:
-        print(f"error: {err}", file=sys.stderr)
+
+        # 3. Seed, build, train.
+        result = task.run(cfg, run_dir, device, resume_from=resume, init_from=init)
+    except (*LAB_ERRORS, OSError) as err:
+        print(f"error: {describe(err, run_dir)}", file=sys.stderr)
+        if fresh and run_dir is not None and not list_checkpoints(run_dir / "checkpoints"):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run that never saved leaves nothing
         return 2
+    except KeyboardInterrupt:  # before the loop's own handler was installed: nothing to save
+        print("error: interrupted before training started; nothing was saved.", file=sys.stderr)
+        if fresh and run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return 130
     print(json.dumps(json_safe({"run_dir": str(run_dir), **result.summary})))
     return 130 if result.interrupted else 0
+
+
+def describe(err: BaseException, run_dir: Path | None) -> str:
+    """One paragraph: what went wrong and what to do (file-system errors get the last good file)."""
+    if not isinstance(err, OSError):
+        return str(err)
+    what = err.strerror or str(err)
+    where = f" '{err.filename}'" if err.filename else ""
+    saved = list_checkpoints(run_dir / "checkpoints") if run_dir is not None else []
+    last = f" The last good checkpoint is {saved[-1]}." if saved else " No checkpoint was written."
+    return (
+        f"Could not write{where}: {what}. Check that --runs-dir is a writable folder with free "
+        f"space (df -h; ls -ld).{last}"
+    )
 
 
 if __name__ == "__main__":

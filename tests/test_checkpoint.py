@@ -10,6 +10,7 @@ from labkit.utils.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    read_checkpoint,
     save_checkpoint,
 )
 
@@ -147,3 +148,21 @@ def test_keep_last_prunes_oldest(tmp_path):
 def test_latest_checkpoint_of_empty_folder_says_what_to_pass(tmp_path):
     with pytest.raises(CheckpointError, match="No checkpoint"):
         latest_checkpoint(tmp_path)
+
+
+class _Payload:
+    """Stands for a foreign object: unpickling it would import a class and could run code."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_malicious_pickle_is_refused_with_a_safe_message(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _Payload(), "format_version": 1}, path)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    assert "not a labkit checkpoint" in message and "Never load" in message
+    assert "truncated" not in message and "will likely succeed" not in message
+    assert "this must never run" not in capsys.readouterr().out

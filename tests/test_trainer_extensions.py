@@ -1,6 +1,8 @@
 """What a new phase extends the trainer with: extra checkpointed state, an after-step hook, and
 loaders without a length. Exact resume stays exact with all three."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -106,3 +108,34 @@ def test_missing_extra_state_in_a_checkpoint_is_a_clear_error(tmp_path):
             model, optimizer, loader, ce, max_steps=4, resume_from=result.last_checkpoint,
             progress=False, extra_state={"average": average},
         )  # fmt: skip
+
+
+def test_first_logged_loss_after_a_kill_and_resume_matches_a_straight_run(tmp_path):
+    # Log every 2 steps, checkpoint every 3; the run dies during step 4 (as with kill -9), so the
+    # window of rows for step 4 holds step 3's loss, saved in the step-3 checkpoint.
+    def losses(history):
+        return {row["step"]: row["train/loss"] for row in history if "train/loss" in row}
+
+    def go(run_dir, resume=None, die_at=None):
+        model, optimizer, loader = problem()
+
+        def hook(step, out, logger):
+            if step == die_at:
+                raise KeyboardInterrupt  # killed before step 4's row is logged
+
+        history = []
+        try:
+            train(
+                model, optimizer, loader, ce, max_steps=8, run_dir=run_dir, ckpt_every=3,
+                log_every=2, resume_from=resume, progress=False, tensorboard=False,
+                after_step=hook,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            pass
+        history = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return losses(history)
+
+    straight = go(tmp_path / "a")
+    go(tmp_path / "b", die_at=4)
+    resumed = go(tmp_path / "b", resume=tmp_path / "b" / "checkpoints" / "step_00000003.pt")
+    assert resumed == straight  # steps 2, 4, 6, 8: the same averages

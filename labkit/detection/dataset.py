@@ -323,6 +323,12 @@ def voc_dataset(
 
     try:
         voc = VOCDetection(str(root), year=year, image_set=image_set, download=download)
+    except OSError as error:  # URLError (no network), disk full, a truncated archive
+        raise FileNotFoundError(
+            f"PASCAL VOC {year} could not be downloaded or unpacked into {Path(root)} ({error}). "
+            f"Check the network and the free disk space, or unpack VOCtrainval_11-May-2012.tar "
+            f"there yourself. Offline, use ShapesDataset (config p10_detection) instead."
+        ) from None
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
         raise FileNotFoundError(
             f"PASCAL VOC {year} ({image_set}) was not found under {Path(root) / 'VOCdevkit'}. "

@@ -60,7 +60,18 @@ def _build_resnet(
         path = Path(backbone_weights)
         if not path.is_file():
             raise FileNotFoundError(f"backbone_weights file {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated, not a torch file, or objects a safe load refuses
+            raise RuntimeError(
+                f"backbone_weights file {path} cannot be read as a state dict ({type(error).__name__}"
+                f"). Save one with torch.save(torchvision.models.{backbone}().state_dict(), path); "
+                f"never load untrusted files with weights_only=False."
+            ) from None
+        if not isinstance(state, dict):
+            raise RuntimeError(
+                f"backbone_weights file {path} holds a {type(state).__name__}, not a state dict."
+            )
         # The classifier (fc) is not used by the detector: accept state dicts with or without it.
         missing, unexpected = resnet.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("fc.")]

@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from labkit.data.common import DataError, fixed_subset, make_loader
+from labkit.detection.config import Config
 from labkit.detection.dataset import (
     VOC_CLASSES,
     Compose,
@@ -53,6 +54,7 @@ from labkit.utils.config import ConfigError, apply_overrides, get, load_config
 from labkit.utils.device import get_device
 from labkit.utils.logging import MetricsLogger
 from labkit.utils.runs import RunResult
+from labkit.utils.schema import check_config
 from labkit.utils.seed import set_seed
 
 # ---------------------------------------------------------------------------------------------
@@ -240,12 +242,18 @@ class PredictionImages:
         logger.log_image("eval/predictions", grid, step)
 
 
+def check(cfg: dict) -> dict:
+    """``cfg`` checked against the phase's schema (types, ranges, choices); ``ConfigError`` if not."""
+    return check_config(cfg, Config)
+
+
 def run(
     cfg: dict,
     run_dir: str | Path | None = None,
     device: torch.device | None = None,
     *,
     resume_from: str | Path | Checkpoint | None = None,
+    init_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> RunResult:
@@ -263,6 +271,7 @@ def run(
         ``summary`` (step, stopped_by, data set, final ``eval/*``), ``details`` (the trainer's
         ``TrainResult``) and ``setup`` (:class:`DetectionSetup`).
     """
+    cfg = check(cfg)
     device = device or get_device(cfg["device"])
     set_seed(cfg["seed"], deterministic=cfg["deterministic"])
     setup = build(cfg, device)
@@ -281,6 +290,7 @@ def run(
             model, setup.eval_loader, device, setup.num_classes, setup.class_names, eval_cfg
         ),
         resume_from=resume_from,
+        init_from=init_from,
         config=cfg,
         progress=progress,
         before_step=BackboneStage(setup.model, cfg["model"]["unfreeze_at"]),

@@ -38,6 +38,7 @@ from labkit.rl.envs import (
 from labkit.rl.networks import ActorCritic, QNetwork
 from labkit.rl.pg import collect_episode, reinforce_update
 from labkit.rl.replay import ReplayBuffer
+from labkit.trainers.guards import StopOnSignal, check_finite_metrics, check_finite_weights
 from labkit.trainers.rl_trainer import (
     crossings,
     evaluate_and_log,
@@ -47,9 +48,11 @@ from labkit.trainers.rl_trainer import (
     read_loop_checkpoint,
     save_loop_checkpoint,
 )
-from labkit.utils.checkpoint import Checkpoint, restore_states
-from labkit.utils.logging import MetricsLogger
+from labkit.utils.checkpoint import Checkpoint, load_checkpoint, restore_states
+from labkit.utils.logging import MetricsLogger, get_logger
 from labkit.utils.seed import set_rng_state
+
+log = get_logger(__name__)
 
 # ==============================================================================================
 # DQN
@@ -62,6 +65,7 @@ def train_dqn(
     device: torch.device,
     *,
     resume_from: str | Path | Checkpoint | None = None,
+    init_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train DQN on ``cfg["env"]["id"]`` (a complete p30_dqn config; see the YAML for every key).
@@ -71,11 +75,16 @@ def train_dqn(
             everything in memory).
         resume_from: a checkpoint (file, run folder, or :class:`Checkpoint`) written by this
             loop; the run continues exactly.
+        init_from: a checkpoint whose network weights start a new run (nothing else is kept).
 
     Returns:
         Summary: ``env_steps``, ``episodes``, ``updates``, ``wall_time_s``, ``solved``,
         ``solved_at_env_step``, ``final_eval_mean_return``, ``eval_history``, ``metrics`` (every
-        logged row) and ``stopped_by`` (``"max_steps"`` or ``"solved"``).
+        logged row) and ``stopped_by`` (``"max_steps"``, ``"solved"`` or the signal's name: on
+        Ctrl-C or SIGTERM the loop finishes its iteration, saves and returns).
+
+    Raises:
+        TrainingDiverged: a loss became NaN/Inf, or the weights did before a checkpoint.
     """
     dqn, trainer, seed = cfg["dqn"], cfg["trainer"], cfg["seed"]
     rng = torch.Generator().manual_seed(seed)  # ε-greedy coin flips and replay sampling
@@ -89,6 +98,10 @@ def train_dqn(
     target_net = copy.deepcopy(q_net) if dqn["target_network"] else None
     optimizer = torch.optim.Adam(q_net.parameters(), lr=cfg["optim"]["lr"])
     replay = ReplayBuffer(dqn["buffer_size"], obs_shape, device=device)
+    if init_from is not None:  # a warm start: the Q-network's weights, everything else fresh
+        load_checkpoint(init_from, q_net)
+        if target_net is not None:
+            target_net.load_state_dict(q_net.state_dict())
 
     obs, _ = envs.reset()  # [E, *obs_shape]; the envs were seeded once in make_vector_env
     autoreset = np.zeros(envs.num_envs, dtype=bool)  # sub-envs whose next step is a reset
@@ -114,6 +127,7 @@ def train_dqn(
         return q_net(o.to(device)).argmax(dim=1)
 
     def save() -> None:
+        check_finite_weights(state["env_steps"], q_net, target_net)
         state["wall_time_s"] = time.perf_counter() - started
         save_loop_checkpoint(
             run_dir,
@@ -136,65 +150,74 @@ def train_dqn(
     started = time.perf_counter() - state["wall_time_s"]
     last_update: dict[str, float] = {}
     stopped_by = "max_steps"
-    while state["env_steps"] < budget:
-        before = state["env_steps"]
+    with StopOnSignal() as stop:
+        while state["env_steps"] < budget and stop.received is None:
+            before = state["env_steps"]
 
-        # ALGO: act ε-greedily, step the envs, store only the real transitions.
-        epsilon = linear_schedule(
-            dqn["epsilon_start"], dqn["epsilon_end"], dqn["exploration_steps"], before
-        )
-        with torch.no_grad():
-            q_values = q_net(torch.as_tensor(obs, dtype=torch.float32, device=device))  # [E, N]
-        actions = epsilon_greedy(q_values, epsilon, rng).numpy()  # [E]
-        next_obs, rewards, terminated, truncated, info = envs.step(actions)
-        batch = valid_transitions(
-            obs, actions, rewards * dqn["reward_scale"], next_obs, terminated, autoreset
-        )
-        replay.add(*batch)
-        autoreset = terminated | truncated
-        obs = next_obs
-        state["env_steps"] += len(batch.obs)  # autoreset steps are not interactions
-        now = state["env_steps"]
-
-        # ALGO: a round of gradient steps every `train_every` env steps after warm-up.
-        if now >= dqn["learning_starts"]:
-            for _ in range(crossings(before, now, dqn["train_every"]) * dqn["gradient_steps"]):
-                sample = replay.sample(dqn["batch_size"], generator=rng)
-                last_update = dqn_update(
-                    q_net,
-                    target_net,
-                    optimizer,
-                    sample,
-                    gamma=dqn["gamma"],
-                    double=dqn["double"],
-                    loss_kind=dqn["loss"],
-                    max_grad_norm=trainer["grad_clip"],
-                )
-                state["updates"] += 1
-            if target_net is not None and crossings(before, now, dqn["target_every"]):
-                update_target(target_net, q_net, dqn["target_tau"])
-
-        # PLUMBING: episode statistics, losses, evaluation, checkpoints.
-        for episodic_return, length in finished_episodes(info):
-            state["episodes"] += 1
-            logger.log(
-                now, {"charts/episodic_return": episodic_return, "charts/episodic_length": length}
+            # ALGO: act ε-greedily, step the envs, store only the real transitions.
+            epsilon = linear_schedule(
+                dqn["epsilon_start"], dqn["epsilon_end"], dqn["exploration_steps"], before
             )
-        if crossings(before, now, trainer["log_every"]):
-            row = {"charts/epsilon": epsilon, "charts/SPS": now / (time.perf_counter() - started)}
-            row.update({f"losses/{key}": value for key, value in last_update.items()})
-            logger.log(now, row)
-            bar.set_postfix(eps=f"{epsilon:.2f}", loss=f"{last_update.get('td_loss', 0):.3f}")
-        bar.update(now - before)
-        if crossings(before, now, trainer["eval_every"]):
-            if evaluate_and_log(greedy, cfg, now, state, logger):
-                state["solved_at"] = state.get("solved_at") or now
-                if cfg["eval"]["stop_when_solved"]:
-                    stopped_by = "solved"
-                    break
-        if run_dir is not None and crossings(before, now, trainer["ckpt_every"]):
-            save()
+            with torch.no_grad():
+                q_values = q_net(torch.as_tensor(obs, dtype=torch.float32, device=device))  # [E, N]
+            actions = epsilon_greedy(q_values, epsilon, rng).numpy()  # [E]
+            next_obs, rewards, terminated, truncated, info = envs.step(actions)
+            batch = valid_transitions(
+                obs, actions, rewards * dqn["reward_scale"], next_obs, terminated, autoreset
+            )
+            replay.add(*batch)
+            autoreset = terminated | truncated
+            obs = next_obs
+            state["env_steps"] += len(batch.obs)  # autoreset steps are not interactions
+            now = state["env_steps"]
+
+            # ALGO: a round of gradient steps every `train_every` env steps after warm-up.
+            if now >= dqn["learning_starts"]:
+                for _ in range(crossings(before, now, dqn["train_every"]) * dqn["gradient_steps"]):
+                    sample = replay.sample(dqn["batch_size"], generator=rng)
+                    last_update = dqn_update(
+                        q_net,
+                        target_net,
+                        optimizer,
+                        sample,
+                        gamma=dqn["gamma"],
+                        double=dqn["double"],
+                        loss_kind=dqn["loss"],
+                        max_grad_norm=trainer["grad_clip"],
+                    )
+                    state["updates"] += 1
+                    check_finite_metrics(now, {f"losses/{k}": v for k, v in last_update.items()})
+                if target_net is not None and crossings(before, now, dqn["target_every"]):
+                    update_target(target_net, q_net, dqn["target_tau"])
+
+            # PLUMBING: episode statistics, losses, evaluation, checkpoints.
+            for episodic_return, length in finished_episodes(info):
+                state["episodes"] += 1
+                logger.log(
+                    now,
+                    {"charts/episodic_return": episodic_return, "charts/episodic_length": length},
+                )
+            if crossings(before, now, trainer["log_every"]):
+                row = {
+                    "charts/epsilon": epsilon,
+                    "charts/SPS": now / (time.perf_counter() - started),
+                }
+                row.update({f"losses/{key}": value for key, value in last_update.items()})
+                logger.log(now, row)
+                bar.set_postfix(eps=f"{epsilon:.2f}", loss=f"{last_update.get('td_loss', 0):.3f}")
+            bar.update(now - before)
+            if crossings(before, now, trainer["eval_every"]):
+                if evaluate_and_log(greedy, cfg, now, state, logger):
+                    state["solved_at"] = state.get("solved_at") or now
+                    if cfg["eval"]["stop_when_solved"]:
+                        stopped_by = "solved"
+                        break
+            if run_dir is not None and crossings(before, now, trainer["ckpt_every"]):
+                save()
     bar.close()
+    if stop.received is not None:
+        stopped_by = stop.received
+        log.warning("%s received: stopping at %d env steps", stop.received, state["env_steps"])
 
     if run_dir is not None:
         save()
@@ -214,6 +237,7 @@ def train_pg(
     device: torch.device,
     *,
     resume_from: str | Path | Checkpoint | None = None,
+    init_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train REINFORCE with baseline (a complete p30_pg config; see the YAML for every key).
@@ -229,6 +253,8 @@ def train_pg(
     model = ActorCritic(obs_dim, int(env.action_space.n), pg["hidden"], pg["shared_network"])
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"])
+    if init_from is not None:  # a warm start: the actor-critic's weights, everything else fresh
+        load_checkpoint(init_from, model)
 
     state = new_loop_state()
     if resume_from is not None:
@@ -248,6 +274,7 @@ def train_pg(
         return model.logits(o.to(device)).argmax(dim=1)
 
     def save() -> None:
+        check_finite_weights(state["env_steps"], model)
         state["wall_time_s"] = time.perf_counter() - started
         save_loop_checkpoint(
             run_dir, "pg", state, model, optimizer, cfg, env=get_env_state(env),
@@ -259,53 +286,58 @@ def train_pg(
     bar = tqdm(total=budget, initial=state["episodes"], disable=not progress)
     started = time.perf_counter() - state["wall_time_s"]
     stopped_by = "max_steps"
-    while state["episodes"] < budget:
-        before = state["episodes"]
+    with StopOnSignal() as stop:
+        while state["episodes"] < budget and stop.received is None:
+            before = state["episodes"]
 
-        # ALGO: sample whole episodes from π, then one policy-gradient step on them.
-        episodes = [
-            collect_episode(env, model, rng, device) for _ in range(pg["episodes_per_update"])
-        ]
-        metrics = reinforce_update(
-            model,
-            optimizer,
-            episodes,
-            gamma=pg["gamma"],
-            baseline=pg["baseline"],
-            normalize=pg["normalize_advantages"],
-            entropy_coef=pg["entropy_coef"],
-            value_coef=pg["value_coef"],
-            max_grad_norm=trainer["grad_clip"],
-            reward_scale=pg["reward_scale"],
-        )
-        state["updates"] += 1
-        state["episodes"] += len(episodes)
-        state["env_steps"] += sum(len(ep.rewards) for ep in episodes)
-        now = state["episodes"]
-
-        # PLUMBING: episode statistics, losses, evaluation, checkpoints (x axis: env steps).
-        for ep in episodes:
-            logger.log(
-                state["env_steps"],
-                {
-                    "charts/episodic_return": ep.rewards.sum().item(),
-                    "charts/episodic_length": len(ep.rewards),
-                },
+            # ALGO: sample whole episodes from π, then one policy-gradient step on them.
+            episodes = [
+                collect_episode(env, model, rng, device) for _ in range(pg["episodes_per_update"])
+            ]
+            metrics = reinforce_update(
+                model,
+                optimizer,
+                episodes,
+                gamma=pg["gamma"],
+                baseline=pg["baseline"],
+                normalize=pg["normalize_advantages"],
+                entropy_coef=pg["entropy_coef"],
+                value_coef=pg["value_coef"],
+                max_grad_norm=trainer["grad_clip"],
+                reward_scale=pg["reward_scale"],
             )
-        if crossings(before, now, trainer["log_every"]):
-            row = {f"losses/{k}": v for k, v in metrics.items() if k != "mean_return"}
-            logger.log(state["env_steps"], row)
-            bar.set_postfix(ret=f"{metrics['mean_return']:.0f}", H=f"{metrics['entropy']:.2f}")
-        bar.update(now - before)
-        if crossings(before, now, trainer["eval_every"]):
-            if evaluate_and_log(greedy, cfg, state["env_steps"], state, logger):
-                state["solved_at"] = state.get("solved_at") or state["env_steps"]
-                if cfg["eval"]["stop_when_solved"]:
-                    stopped_by = "solved"
-                    break
-        if run_dir is not None and crossings(before, now, trainer["ckpt_every"]):
-            save()
+            state["updates"] += 1
+            state["episodes"] += len(episodes)
+            state["env_steps"] += sum(len(ep.rewards) for ep in episodes)
+            now = state["episodes"]
+            losses = {f"losses/{k}": v for k, v in metrics.items() if k != "mean_return"}
+            check_finite_metrics(state["env_steps"], losses)
+
+            # PLUMBING: episode statistics, losses, evaluation, checkpoints (x axis: env steps).
+            for ep in episodes:
+                logger.log(
+                    state["env_steps"],
+                    {
+                        "charts/episodic_return": ep.rewards.sum().item(),
+                        "charts/episodic_length": len(ep.rewards),
+                    },
+                )
+            if crossings(before, now, trainer["log_every"]):
+                logger.log(state["env_steps"], losses)
+                bar.set_postfix(ret=f"{metrics['mean_return']:.0f}", H=f"{metrics['entropy']:.2f}")
+            bar.update(now - before)
+            if crossings(before, now, trainer["eval_every"]):
+                if evaluate_and_log(greedy, cfg, state["env_steps"], state, logger):
+                    state["solved_at"] = state.get("solved_at") or state["env_steps"]
+                    if cfg["eval"]["stop_when_solved"]:
+                        stopped_by = "solved"
+                        break
+            if run_dir is not None and crossings(before, now, trainer["ckpt_every"]):
+                save()
     bar.close()
+    if stop.received is not None:
+        stopped_by = stop.received
+        log.warning("%s received: stopping at %d env steps", stop.received, state["env_steps"])
 
     if run_dir is not None:
         save()

@@ -29,6 +29,8 @@ from labkit.utils.device import get_device
 from labkit.utils.runs import RunResult, write_run_files
 from labkit.utils.seed import set_seed
 
+check = with_defaults  # the CLI checks a config with this before it writes anything
+
 BUDGET_KEYS = {"dqn": "trainer.max_env_steps", "pg": "trainer.max_episodes"}  # one per loop
 X_AXES = {"dqn": "env_steps", "pg": "episodes"}  # what each loop's budget counts
 SUMMARY_KEYS = ("env_steps", "episodes", "updates", "wall_time_s", "solved")
@@ -41,26 +43,23 @@ def run(
     device: torch.device | None = None,
     *,
     resume_from: str | Path | Checkpoint | None = None,
+    init_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Seed and train ``cfg`` with the loop its ``algo`` names (``dqn`` or ``pg``).
+    """Check, seed and train ``cfg`` with the loop its ``algo`` names (``dqn`` or ``pg``).
 
-    ``cfg`` may be partial: it is laid over the shipped p30_<algo>.yaml (unknown keys raise
-    ``ConfigError``). Returns ``summary`` (the headline numbers, with ``step`` = env steps and
+    ``cfg`` may be partial: it is laid over the shipped p30_<algo>.yaml and checked against the
+    schema (``labkit.rl.config``; a bad key or value raises ``ConfigError``). Returns ``summary`` (the headline numbers, with ``step`` = env steps and
     ``stopped_by``) and ``details`` (the loop's full summary: ``eval_history``, ``metrics``; see
     :func:`labkit.rl.loops.train_dqn`).
     """
-    algo = cfg.get("algo", "dqn")
-    if algo not in LOOPS:
-        raise ConfigError(
-            f"RL config algo '{algo}' is not one of {', '.join(LOOPS)}; start from "
-            f"labkit/configs/p30_dqn.yaml or p30_pg.yaml."
-        )
-    cfg = _as_config(cfg)
+    cfg = check(cfg)
     device = device or get_device(cfg["device"])
     set_seed(cfg["seed"], deterministic=cfg["deterministic"])
     with torch_threads(cfg["torch_threads"]):
-        details = LOOPS[algo](cfg, run_dir, device, resume_from=resume_from, progress=progress)
+        details = LOOPS[cfg["algo"]](
+            cfg, run_dir, device, resume_from=resume_from, init_from=init_from, progress=progress
+        )
     summary = {
         "step": details["env_steps"],
         "stopped_by": details["stopped_by"],
@@ -246,9 +245,7 @@ def run_failure_mode(
 
 def _as_config(cfg: dict | str) -> dict:
     """A config name, or a (partial) config dict laid over its algorithm's shipped YAML."""
-    if isinstance(cfg, str):
-        return load_config(cfg)
-    return with_defaults(cfg, f"p30_{cfg.get('algo', 'dqn')}")
+    return check(load_config(cfg) if isinstance(cfg, str) else cfg)
 
 
 # ---------------------------------------------------------------------------------------------

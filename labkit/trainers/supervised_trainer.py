@@ -20,8 +20,6 @@ How a phase extends the loop without writing a new one:
 from __future__ import annotations
 
 import math
-import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from labkit.trainers.guards import (
+    StopOnSignal,
+    TrainingDiverged,
+    check_finite_metrics,
+    check_finite_weights,
+)
 from labkit.utils.checkpoint import (
     Checkpoint,
     checkpoint_name,
@@ -55,10 +59,6 @@ class Stateful(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> Any: ...
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; no checkpoint is written for that step."""
 
 
 @dataclass
@@ -138,28 +138,6 @@ def train_step(
     )
 
 
-class _StopOnSignal:
-    """While active, Ctrl-C (SIGINT) and SIGTERM set a flag instead of killing the loop mid-step;
-    the loop then finishes the step, writes a checkpoint and returns."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.received = signal.Signals(signum).name
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():  # handlers only work there
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def _start_epoch(loader: Any, epoch: int) -> None:
     """Fix the data order (sampler) and the worker seeds (loader generator) for ``epoch``."""
     sampler = getattr(loader, "sampler", None)
@@ -217,6 +195,7 @@ def train(
     eval_every: int = 0,
     eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
     resume_from: str | Path | Checkpoint | None = None,
+    init_from: str | Path | Checkpoint | None = None,
     config: dict | None = None,
     progress: bool = True,
     tensorboard: bool = True,
@@ -238,6 +217,8 @@ def train(
         eval_every: call ``eval_fn(model)`` every N steps and at the end; keys get ``eval/``.
         resume_from: a checkpoint file (or a :class:`Checkpoint` already read) to continue
             from exactly.
+        init_from: a checkpoint whose model weights start this run (fine-tuning, warm starts):
+            weights only; optimizer, schedule, step and RNGs start fresh.
         config: saved into every checkpoint.
         before_step: ``before_step(step)`` runs before each optimizer step (0-based step about to
             run), e.g. to unfreeze a backbone at a given step. Make it depend on ``step`` only,
@@ -250,7 +231,8 @@ def train(
             checkpoint and restored on resume.
 
     Raises:
-        TrainingDiverged: the loss became NaN/Inf (the message names the step).
+        TrainingDiverged: the loss, an evaluation metric or the weights became NaN/Inf (the
+            message names the step); no checkpoint is written for that step.
     """
     device = torch.device(device)
     is_main = _is_main_process()
@@ -259,6 +241,9 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
     extra_state = extra_state or {}
     step, epoch, batch_in_epoch, rng_to_restore = 0, 0, 0, None
+    loss_meter, throughput = AverageMeter("loss"), ThroughputMeter()
+    if init_from is not None:
+        load_checkpoint(init_from, model, map_location=device)
     if resume_from is not None:
         payload = load_checkpoint(
             resume_from,
@@ -273,14 +258,16 @@ def train(
         restore_states(path, {name: (obj, saved.get(name)) for name, obj in extra_state.items()})
         step, rng_to_restore = payload["step"], payload["rng"]
         epoch, batch_in_epoch = payload["extra"]["position"]
+        # the running mean of the logging window in progress, so its first row is right
+        loss_meter.sum, loss_meter.count = payload["extra"]["loss_window"]
         log.info("resumed from %s at step %d", path, step)
     metrics = MetricsLogger(run_dir, tensorboard=tensorboard)
-    loss_meter, throughput = AverageMeter("loss"), ThroughputMeter()
     result = TrainResult(step, [], [], [], "max_steps", None)
 
     def checkpoint() -> None:
         path = ckpt_dir / checkpoint_name(step) if ckpt_dir is not None else None
         if path is not None and path != result.last_checkpoint:  # not twice for one step
+            check_finite_weights(step, model)
             result.last_checkpoint = save_checkpoint(
                 path,
                 model,
@@ -291,6 +278,7 @@ def train(
                 scheduler=scheduler,
                 keep_last=keep_last,
                 position=[epoch, batch_in_epoch],  # where in the data the next step starts
+                loss_window=[loss_meter.sum, loss_meter.count],
                 objects={name: obj.state_dict() for name, obj in extra_state.items()},
             )
 
@@ -299,6 +287,7 @@ def train(
         with torch.no_grad():
             scores = {f"eval/{k}": float(v) for k, v in eval_fn(model).items()}
         model.train()
+        check_finite_metrics(step, scores)
         result.eval_history.append({"step": step, **scores})
         if is_main:
             metrics.log(step, scores)
@@ -313,7 +302,7 @@ def train(
         dynamic_ncols=True,
     )
     try:
-        with _StopOnSignal() as stop:
+        with StopOnSignal() as stop:
             while step < max_steps and stop.received is None:
                 _start_epoch(train_loader, epoch)
                 batches = iter(train_loader)

@@ -10,6 +10,7 @@ leaves a half-written checkpoint behind. Explained in notebooks/00_pytorch_warmu
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import tempfile
 from dataclasses import dataclass
@@ -86,6 +87,12 @@ def open_checkpoint(path: str | Path | Checkpoint) -> Checkpoint:
     return Checkpoint(found, read_checkpoint(found))
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def _state(obj: Any) -> Any:
     return obj.state_dict() if obj is not None and hasattr(obj, "state_dict") else obj
 
@@ -131,6 +138,7 @@ def save_checkpoint(
     }
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is a normal file
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
@@ -141,6 +149,8 @@ def save_checkpoint(
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(".step_*.pt.*.tmp"):  # left by a save killed mid-write
+        stale.unlink(missing_ok=True)
     if keep_last is not None and keep_last > 0:
         for old in list_checkpoints(path.parent)[:-keep_last]:
             old.unlink(missing_ok=True)
@@ -160,6 +170,18 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" in str(err) or "Unsupported global" in str(err):  # a class or function
+            raise CheckpointError(
+                f"'{path}' holds Python objects that a safe load does not allow (torch.load with "
+                f"weights_only=True refused it), so it is not a labkit checkpoint: labkit saves "
+                f"tensors and plain values only. Never load a file you did not make yourself "
+                f"with weights_only=False: unpickling runs whatever code the file carries."
+            ) from None
+        raise CheckpointError(
+            f"Checkpoint '{path}' is truncated or corrupt ({path.stat().st_size} bytes). It "
+            f"cannot be loaded; resume from an earlier checkpoint in {path.parent} instead."
+        ) from None
     except Exception as err:  # any failure to parse an existing file: it is corrupt
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,37 @@ class ConfigError(ValueError):
     """A config that cannot be used as written; the message says what to change."""
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``3e-4`` and ``1E5`` as floats.
+
+    PyYAML implements YAML 1.1, where a float needs a dot (``3.0e-4``): ``lr: 3e-4`` would be the
+    string ``'3e-4'``. Everyone writes learning rates that way, so scientific notation without a
+    dot is a float here too, in files and in ``key=value`` overrides alike.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str, source: str = "<override>") -> Any:
+    """YAML text to Python values (safe: plain types only); a syntax error is a ``ConfigError``
+    naming ``source`` and the line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(
+            f"{source} is not valid YAML ({where.strip() or 'somewhere'}: {problem}). Fix the "
+            f"syntax there: each line is 'key: value', nested keys are indented by two spaces."
+        ) from None
+
+
 def available_configs() -> list[str]:
     """Names of the configs shipped in ``labkit/configs/`` (files starting with ``_`` are bases)."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith("_"))
@@ -28,7 +60,7 @@ def available_configs() -> list[str]:
 def _resolve_path(path_or_name: str | Path) -> Path:
     path = Path(path_or_name)
     if path.suffix in (".yaml", ".yml") and path.exists():
-        return path
+        return path  # a folder named x.yaml is reported by load_config's read
     named = CONFIG_DIR / f"{Path(path_or_name).stem}.yaml"
     if named.exists() and path.parent == Path("."):
         return named
@@ -76,9 +108,14 @@ def load_config(path_or_name: str | Path) -> dict:
     """
     path = _resolve_path(path_or_name)
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = "not a text file" if isinstance(err, UnicodeDecodeError) else err.strerror
+        raise ConfigError(
+            f"Config '{path}' cannot be read ({reason}). Pass a YAML text file or one of the "
+            f"named configs: {', '.join(available_configs())}."
+        ) from None
+    cfg = parse_yaml(text, str(path)) or {}
     if not isinstance(cfg, dict):
         raise ConfigError(
             f"{path} must hold a mapping (key: value lines), got {type(cfg).__name__}."
@@ -116,9 +153,9 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
         dotted, raw = item.split("=", 1)
         parts = dotted.strip().split(".")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
+            value = parse_yaml(raw) if raw.strip() else None
+        except ConfigError:
+            value = raw  # not YAML (e.g. 'a: b: c'): keep the text; the schema judges it
         node = cfg
         for depth, part in enumerate(parts):
             is_leaf = depth == len(parts) - 1

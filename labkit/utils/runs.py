@@ -83,18 +83,117 @@ def environment_info(device: torch.device, seed: int) -> dict[str, Any]:
 
 
 def make_run_dir(cfg: dict, root: str | Path = RUNS_DIR) -> Path:
-    """A fresh ``<root>/<experiment>/<time>_<name>_s<seed>`` folder (never an existing one)."""
+    """A fresh ``<root>/<experiment>/<time>_<name>_s<seed>`` folder (never an existing one).
+
+    Created atomically: ``mkdir`` either makes the folder or fails because it exists, so two
+    runs started in the same second take ``..._s0`` and ``..._s0-1`` instead of racing.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(root) / cfg["experiment"] / f"{stamp}_{cfg.get('name', 'run')}_s{cfg['seed']}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        run_dir = base if n == 0 else base.with_name(f"{base.name}-{n}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"Could not make a new run folder next to {base}.")
 
 
-def write_run_files(run_dir: Path, cfg: dict, device: torch.device, suffix: str = "") -> None:
-    """``config<suffix>.yaml`` and ``env<suffix>.json`` (a resume writes ``.resume<step>`` ones)."""
+def run_folder_of(checkpoint: Path) -> Path | None:
+    """The run folder holding ``checkpoint`` (``<run>/checkpoints/step_N.pt``), or None when the
+    file lies elsewhere (a download, a copy): then a resume writes a new run folder."""
+    folder = checkpoint.resolve().parent.parent
+    if checkpoint.resolve().parent.name == "checkpoints" and (folder / "config.yaml").is_file():
+        return folder
+    return None
+
+
+def unique_suffix(run_dir: Path, step: int) -> str:
+    """``.resume<step>``, or ``.resume<step>-2``, ... when an earlier resume from that step left
+    its files: each continuation keeps its own record."""
+    suffix, n = f".resume{step}", 1
+    while (run_dir / f"config{suffix}.yaml").exists():
+        n += 1
+        suffix = f".resume{step}-{n}"
+    return suffix
+
+
+def truncate_metrics(run_dir: Path, step: int) -> int:
+    """Drop the rows of ``metrics.jsonl`` logged after ``step``; return how many were dropped.
+
+    A run killed after its last checkpoint had logged steps it will now run again: without this
+    those steps would appear twice. Written atomically (temporary file, then rename).
+    """
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(kept) < len(lines):
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+    return len(lines) - len(kept)
+
+
+# Keys a resume may change: where and how often things are written, never the math.
+RESUME_MAY_CHANGE = (
+    "device", "name", "torch_threads", "data.num_workers", "eval.log_images",
+    "trainer.log_every", "trainer.eval_every", "trainer.ckpt_every", "trainer.keep_last",
+)  # fmt: skip
+BUDGET_KEYS = ("trainer.max_steps", "trainer.max_env_steps", "trainer.max_episodes")
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def refused_resume_changes(saved: dict, new: dict, step: int) -> list[str]:
+    """Why ``new`` cannot continue a run made with ``saved`` at ``step`` (empty: it can).
+
+    The rule: keys that don't change the math (:data:`RESUME_MAY_CHANGE`) may change; a budget
+    (``trainer.max_steps`` ...) may grow past ``step`` only when no LR schedule was laid out over
+    it (``optim.scheduler: none``, or no schedule at all: RL); anything else is refused.
+    """
+    before, after = flatten(saved), flatten(new)
+    reasons = []
+    for key in sorted(set(before) | set(after)):
+        old, value = before.get(key), after.get(key)
+        if old == value or key in RESUME_MAY_CHANGE:
+            continue
+        if key in BUDGET_KEYS and isinstance(value, int) and value > step:
+            if after.get("optim.scheduler", "none") == "none":
+                continue
+            reasons.append(
+                f"{key} {old} -> {value} (the {after['optim.scheduler']} LR schedule was laid "
+                f"out over {old} steps; stretching it would change every later step)"
+            )
+        elif key in BUDGET_KEYS:
+            reasons.append(f"{key} {old} -> {value} (the run is already at step {step})")
+        else:
+            reasons.append(f"{key} {old!r} -> {value!r}")
+    return reasons
+
+
+def write_run_files(
+    run_dir: Path, cfg: dict, device: torch.device, suffix: str = "", parent: Any = None
+) -> None:
+    """``config<suffix>.yaml`` and ``env<suffix>.json`` (a resume writes ``.resume<step>`` ones).
+
+    ``parent``: the checkpoint (``labkit.utils.checkpoint.Checkpoint``) a new run starts from
+    (``--init-from``, or a resume outside its run folder); its path and step go into env.json.
+    """
     (run_dir / f"config{suffix}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     info = environment_info(device, cfg["seed"])
+    if parent is not None:
+        info["parent"] = {"checkpoint": str(Path(parent.path).resolve()), "step": parent.step}
     (run_dir / f"env{suffix}.json").write_text(json.dumps(info, indent=2))

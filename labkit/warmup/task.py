@@ -26,7 +26,9 @@ from labkit.utils.checks import Check
 from labkit.utils.config import apply_overrides, get, load_config
 from labkit.utils.device import get_device
 from labkit.utils.runs import RunResult
+from labkit.utils.schema import check_config
 from labkit.utils.seed import set_seed
+from labkit.warmup.config import Config
 from labkit.warmup.data import ShiftCollate, load_mnist
 from labkit.warmup.evaluate import evaluate_classifier
 from labkit.warmup.model import SmallCNN
@@ -84,12 +86,18 @@ def build(cfg: dict, device: torch.device) -> ClassificationSetup:
     )
 
 
+def check(cfg: dict) -> dict:
+    """``cfg`` checked against the phase's schema (types, ranges, choices); ``ConfigError`` if not."""
+    return check_config(cfg, Config)
+
+
 def run(
     cfg: dict,
     run_dir: str | Path | None = None,
     device: torch.device | None = None,
     *,
     resume_from: str | Path | Checkpoint | None = None,
+    init_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> RunResult:
@@ -104,6 +112,7 @@ def run(
         ``summary`` (step, stopped_by, data source, final ``eval/*``), ``details`` (the
         trainer's ``TrainResult``: losses, gradient norms, evaluations) and ``setup``.
     """
+    cfg = check(cfg)
     device = device or get_device(cfg["device"])
     set_seed(cfg["seed"], deterministic=cfg["deterministic"])
     setup = build(cfg, device)
@@ -117,6 +126,7 @@ def run(
         run_dir=run_dir,
         eval_fn=lambda m: evaluate_classifier(m, setup.eval_loader, device),
         resume_from=resume_from,
+        init_from=init_from,
         config=cfg,
         progress=progress,
         **trainer_options(cfg["trainer"], device, stop_after),

@@ -1,0 +1,73 @@
+"""What keeps every training loop honest: stop cleanly on a signal, never save or report NaN.
+
+Used by the supervised trainer and by the RL loops alike, so that Ctrl-C, SIGTERM and a
+diverging run behave the same everywhere: finish the step, save, exit 130 on a signal; stop with
+one message naming the step, and write no checkpoint, when numbers stop being finite.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss, a metric or the weights became NaN or infinite; no checkpoint is written for it."""
+
+
+class StopOnSignal:
+    """While active, Ctrl-C (SIGINT) and SIGTERM set a flag instead of killing the loop mid-step;
+    the loop then finishes the step, writes a checkpoint and returns (the CLI exits 130)."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # handlers only work there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def check_finite_weights(step: int, *modules: nn.Module | None) -> None:
+    """Raise :class:`TrainingDiverged` if any parameter or buffer of ``modules`` is not finite.
+
+    Called before every checkpoint: the loss check sees the loss computed *before* an update,
+    so an update that blew the weights up would otherwise be saved.
+    """
+    for module in modules:
+        if module is None:
+            continue
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise TrainingDiverged(
+                    f"The weights became non-finite at step {step} ({name} holds NaN or Inf); "
+                    f"no checkpoint was written for that step. Lower the learning rate "
+                    f"(optim.lr) or set trainer.grad_clip; the last checkpoint on disk is from "
+                    f"before."
+                )
+
+
+def check_finite_metrics(step: int, metrics: dict[str, float]) -> None:
+    """Raise :class:`TrainingDiverged` if a reported number is NaN or infinite."""
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        shown = ", ".join(f"{k} = {v}" for k, v in bad.items())
+        raise TrainingDiverged(
+            f"{shown} at step {step}: a run never reports success with non-finite numbers. "
+            f"Lower the learning rate (optim.lr), set trainer.grad_clip, or debug on a fixed "
+            f"batch with trainer.overfit=32."
+        )
