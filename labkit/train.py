@@ -19,6 +19,7 @@ import argparse
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from labkit.data.common import DataError
@@ -167,19 +168,37 @@ def main(argv: list[str] | None = None) -> int:
         log.info("run folder: %s", run_dir)
 
         # 3. Seed, build, train.
+        write_status(run_dir, "running")
         result = task.run(cfg, run_dir, device, resume_from=resume, init_from=init)
     except (*LAB_ERRORS, OSError) as err:
-        print(f"error: {describe(err, run_dir)}", file=sys.stderr)
+        message = describe(err, run_dir)
+        print(f"error: {message}", file=sys.stderr)
         if fresh and run_dir is not None and not list_checkpoints(run_dir / "checkpoints"):
             shutil.rmtree(run_dir, ignore_errors=True)  # a run that never saved leaves nothing
+        elif run_dir is not None:
+            status = "diverged" if isinstance(err, TrainingDiverged) else "failed"
+            write_status(run_dir, status, message=message)
         return 2
     except KeyboardInterrupt:  # before the loop's own handler was installed: nothing to save
         print("error: interrupted before training started; nothing was saved.", file=sys.stderr)
         if fresh and run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
         return 130
+    status = "stopped" if result.interrupted else "finished"
+    write_status(run_dir, status, summary=result.summary)
     print(json.dumps(json_safe({"run_dir": str(run_dir), **result.summary})))
     return 130 if result.interrupted else 0
+
+
+def write_status(run_dir: Path | None, status: str, **details) -> None:
+    """``status.json``: running, finished, stopped (a signal), diverged or failed. A run still
+    marked running whose process is gone crashed (``python -m labkit.runs`` says so)."""
+    if run_dir is None:
+        return
+    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **details}
+    tmp = run_dir / ".status.json.tmp"
+    tmp.write_text(json.dumps(json_safe(record), indent=2, default=str))
+    tmp.replace(run_dir / "status.json")
 
 
 def describe(err: BaseException, run_dir: Path | None) -> str:

@@ -230,10 +230,19 @@ def test_exploding_weights_are_never_saved(tmp_path, capsys):
 def test_a_non_finite_evaluation_is_not_success(tmp_path, capsys):
     code = train(
         tmp_path, "p00_mnist", *TINY, "optim.lr=1e6", "trainer.grad_clip=null",
-        "optim.scheduler=none", "trainer.max_steps=2", "trainer.ckpt_every=0",
+        "optim.scheduler=none", "trainer.max_steps=2", "trainer.ckpt_every=1",
+        "trainer.eval_every=2",
     )  # fmt: skip
     assert code == 2
     assert "nan" in error_line(capsys).lower()
+    status = json.loads((only_run(tmp_path) / "status.json").read_text())
+    assert status["status"] == "diverged"  # the folder says what happened
+
+
+def test_a_finished_run_says_so_in_status_json(tmp_path):
+    assert train(tmp_path, "p00_mnist", *TINY) == 0
+    status = json.loads((only_run(tmp_path) / "status.json").read_text())
+    assert status["status"] == "finished" and status["summary"]["step"] == 6
 
 
 # ---------------------------------------------------------------------------------------------
