@@ -33,6 +33,14 @@ from labkit.utils.checkpoint import (
 )
 from labkit.utils.config import ConfigError, apply_overrides, load_config
 from labkit.utils.device import DeviceError, get_device
+from labkit.utils.distributed import (
+    all_agree,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    launched_by_torchrun,
+    shutdown,
+)
 from labkit.utils.logging import get_logger, json_safe
 from labkit.utils.runs import (
     RUNS_DIR,
@@ -139,8 +147,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return _main(args)
+    finally:
+        shutdown()  # leave the process group (torchrun), a no-op otherwise
+
+
+def _main(args: argparse.Namespace) -> int:
     overrides = args.overrides + ([f"device={args.device}"] if args.device else [])
-    run_dir, fresh = None, False
+    run_dir, fresh, writer = None, False, True
     try:
         # 1. Everything that can fail on bad input is checked before anything is written.
         resume = open_checkpoint(args.resume) if args.resume else None  # read once
@@ -153,9 +168,19 @@ def main(argv: list[str] | None = None) -> int:
             cfg = phase_task(cfg).check(cfg)
         task = phase_task(cfg)
         device = get_device(cfg["device"])  # resolved once, passed on
+        if launched_by_torchrun():
+            if not getattr(task, "DISTRIBUTED", False):
+                raise ConfigError(
+                    f"Phase {cfg['phase']} trains in one process; start it with python -m "
+                    f"labkit.train, not torchrun (see ENVIRONMENT.md, cloud escalation)."
+                )
+            device = init_distributed(device)  # this rank's device; NCCL or gloo
+            writer = is_main_process()  # rank 0 alone writes the run folder
 
         # 2. The run folder: a new one, or the resumed run's own.
-        if run_dir is None:
+        if not writer:
+            run_dir = None
+        elif run_dir is None:
             run_dir, fresh = make_run_dir(cfg, Path(args.runs_dir)), True
             write_run_files(run_dir, cfg, device, parent=init or resume)
         else:
@@ -165,29 +190,45 @@ def main(argv: list[str] | None = None) -> int:
                     "metrics.jsonl: dropped %d rows logged after step %d", dropped, resume.step
                 )
             write_run_files(run_dir, cfg, device, suffix=unique_suffix(run_dir, resume.step))
-        log.info("run folder: %s", run_dir)
+        if run_dir is not None:
+            log.info("run folder: %s", run_dir)
+            write_status(run_dir, "running")
+    except (*LAB_ERRORS, OSError) as err:
+        return _failed(err, run_dir, fresh, agree=True)
+    if not all_agree(True):  # under torchrun: every rank is ready, or all stop
+        return 2
 
-        # 3. Seed, build, train.
-        write_status(run_dir, "running")
+    # 3. Seed, build, train.
+    try:
         result = task.run(cfg, run_dir, device, resume_from=resume, init_from=init)
     except (*LAB_ERRORS, OSError) as err:
-        message = describe(err, run_dir)
-        print(f"error: {message}", file=sys.stderr)
-        if fresh and run_dir is not None and not list_checkpoints(run_dir / "checkpoints"):
-            shutil.rmtree(run_dir, ignore_errors=True)  # a run that never saved leaves nothing
-        elif run_dir is not None:
-            status = "diverged" if isinstance(err, TrainingDiverged) else "failed"
-            write_status(run_dir, status, message=message)
-        return 2
+        return _failed(err, run_dir, fresh)
     except KeyboardInterrupt:  # before the loop's own handler was installed: nothing to save
         print("error: interrupted before training started; nothing was saved.", file=sys.stderr)
         if fresh and run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
         return 130
-    status = "stopped" if result.interrupted else "finished"
-    write_status(run_dir, status, summary=result.summary)
-    print(json.dumps(json_safe({"run_dir": str(run_dir), **result.summary})))
+    if run_dir is not None:
+        write_status(
+            run_dir, "stopped" if result.interrupted else "finished", summary=result.summary
+        )
+    if writer:
+        print(json.dumps(json_safe({"run_dir": str(run_dir), **result.summary})))
     return 130 if result.interrupted else 0
+
+
+def _failed(err: BaseException, run_dir: Path | None, fresh: bool, agree: bool = False) -> int:
+    """Report ``err`` in one paragraph, leave the run folder truthful, return exit code 2."""
+    message = describe(err, run_dir)
+    print(f"error: {message}", file=sys.stderr)
+    if fresh and run_dir is not None and not list_checkpoints(run_dir / "checkpoints"):
+        shutil.rmtree(run_dir, ignore_errors=True)  # a run that never saved leaves nothing
+    elif run_dir is not None:
+        status = "diverged" if isinstance(err, TrainingDiverged) else "failed"
+        write_status(run_dir, status, message=message)
+    if agree and is_distributed():
+        all_agree(False)  # the other ranks wait in all_agree: tell them to stop too
+    return 2
 
 
 def write_status(run_dir: Path | None, status: str, **details) -> None:

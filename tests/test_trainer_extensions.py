@@ -139,3 +139,12 @@ def test_first_logged_loss_after_a_kill_and_resume_matches_a_straight_run(tmp_pa
     go(tmp_path / "b", die_at=4)
     resumed = go(tmp_path / "b", resume=tmp_path / "b" / "checkpoints" / "step_00000003.pt")
     assert resumed == straight  # steps 2, 4, 6, 8: the same averages
+
+
+def test_profile_memory_writes_perf_json(tmp_path):
+    model, optimizer, loader = problem()
+    train(model, optimizer, loader, ce, max_steps=3, run_dir=tmp_path, progress=False,
+          tensorboard=False, profile_memory=True)  # fmt: skip
+    perf = json.loads((tmp_path / "perf.json").read_text())
+    assert perf["steps"] == 3 and perf["samples_per_process"] == 48 and perf["samples_per_s"] > 0
+    assert perf["peak_memory_allocated_bytes"] is None  # the CPU: only CUDA reports a peak

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sized
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from labkit.utils.distributed import rank, world_size
 from labkit.utils.seed import seed_worker
 
 
@@ -21,26 +22,41 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     a run resumed at step N would see a different order than the run it continues. Here the
     trainer calls ``set_epoch(epoch)`` and the order is always the same for that epoch, which
     is what makes resume exact. ``DistributedSampler`` has the same ``set_epoch`` contract.
+
+    Under torchrun (``num_replicas`` > 1) rank r takes positions r, r + W, r + 2W, ... of the
+    epoch's order, cut to the same length on every rank. With per-rank batches of B / W, the
+    k-th batches of all ranks together are exactly the k-th global batch of B a single process
+    would see, so N processes train on the same batches as one.
     """
 
-    def __init__(self, data: Sized, seed: int = 0, shuffle: bool = True):
+    def __init__(
+        self,
+        data: Sized,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        num_replicas: int = 1,
+    ):
         self.num_samples = len(data)
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
+        self.rank, self.num_replicas = rank, num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.num_samples))
-        generator = torch.Generator()
-        generator.manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+        if self.shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            order = list(range(self.num_samples))
+        return iter(order[self.rank :: self.num_replicas][: len(self)])
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.num_samples // self.num_replicas
 
 
 def fixed_subset(dataset: Dataset, size: int, seed: int = 0) -> Subset:
@@ -65,9 +81,18 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader with an :class:`EpochSampler`, ready for exact resume.
 
-    ``drop_last`` defaults to True for training: every step then sees a full batch, and the
-    number of steps per epoch is fixed, which the trainer uses to find its place on resume.
+    ``batch_size`` is the global batch: under torchrun with W processes each rank loads
+    ``batch_size / W`` samples a step (it must divide), so a config means the same training on
+    one process and on many. ``drop_last`` defaults to True for training: every step then sees
+    a full batch, and the number of steps per epoch is fixed.
     """
+    replicas = world_size()
+    if batch_size % replicas:
+        raise DataError(
+            f"The global batch size {batch_size} does not split over {replicas} processes; "
+            f"choose data.batch_size as a multiple of --nproc_per_node."
+        )
+    batch_size //= replicas
     if batch_size > len(dataset) and drop_last:
         raise DataError(
             f"batch_size={batch_size} is larger than the dataset ({len(dataset)} samples) and "
@@ -76,7 +101,7 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(dataset, seed=seed, shuffle=shuffle),
+        sampler=EpochSampler(dataset, seed, shuffle, rank=rank(), num_replicas=replicas),
         num_workers=num_workers,
         drop_last=drop_last,
         collate_fn=collate_fn,

@@ -242,6 +242,9 @@ class PredictionImages:
         logger.log_image("eval/predictions", grid, step)
 
 
+DISTRIBUTED = True  # torchrun: the shared trainer shards the data and averages gradients
+
+
 def check(cfg: dict) -> dict:
     """``cfg`` checked against the phase's schema (types, ranges, choices); ``ConfigError`` if not."""
     return check_config(cfg, Config)

@@ -19,7 +19,9 @@ How a phase extends the loop without writing a new one:
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,7 @@ from labkit.utils.checkpoint import (
     save_checkpoint,
 )
 from labkit.utils.device import AMP_OFF, AmpPolicy, device_amp_policy
+from labkit.utils.distributed import is_distributed, is_main_process, world_size
 from labkit.utils.logging import MetricsLogger, get_logger
 from labkit.utils.meters import AverageMeter, ThroughputMeter
 from labkit.utils.seed import set_rng_state
@@ -147,9 +150,20 @@ def _start_epoch(loader: Any, epoch: int) -> None:
         loader.generator.manual_seed(getattr(sampler, "seed", 0) * 1_000_003 + epoch)
 
 
-def _is_main_process() -> bool:
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+def _mean_over_ranks(loss: torch.Tensor, stop: str | None) -> tuple[float, bool]:
+    """The step's loss averaged over all processes, and whether any of them got a signal.
+
+    One all-reduce per step under torchrun: every rank logs the same loss, stops on the same
+    NaN, and stops at the same step when one of them is interrupted (a rank that stopped alone
+    would leave the others waiting for it forever). Alone, it is just ``loss.item()``.
+    """
+    if not is_distributed():
+        return loss.item(), stop is not None
+    both = torch.stack(
+        [loss.detach().float(), torch.tensor(float(stop is not None), device=loss.device)]
+    )
+    torch.distributed.all_reduce(both)
+    return both[0].item() / world_size(), both[1].item() > 0
 
 
 def _batch_size(batch: Any) -> int:
@@ -174,6 +188,7 @@ def trainer_options(trainer_cfg: dict, device: torch.device, stop_after: int | N
         "keep_last": t["keep_last"],
         "log_every": t["log_every"],
         "eval_every": t["eval_every"],
+        "profile_memory": t.get("profile_memory", False),
     }
 
 
@@ -202,6 +217,7 @@ def train(
     before_step: Callable[[int], None] | None = None,
     after_step: Callable[[int, StepOutput, MetricsLogger], None] | None = None,
     extra_state: dict[str, Stateful] | None = None,
+    profile_memory: bool = False,
 ) -> TrainResult:
     """Train ``model`` for ``max_steps`` optimizer steps (counting from a resumed step).
 
@@ -229,13 +245,21 @@ def train(
             checkpointing, e.g. to update EMA weights.
         extra_state: ``{name: object}`` with ``state_dict``/``load_state_dict``; saved in every
             checkpoint and restored on resume.
+        profile_memory: write ``perf.json`` into ``run_dir`` at the end: peak GPU memory
+            (``torch.cuda.max_memory_allocated``), samples per second, seconds per step.
 
     Raises:
         TrainingDiverged: the loss, an evaluation metric or the weights became NaN/Inf (the
             message names the step); no checkpoint is written for that step.
     """
     device = torch.device(device)
-    is_main = _is_main_process()
+    is_main = is_main_process()
+    # Under torchrun the forward/backward runs through DDP (gradients averaged over ranks);
+    # `model` itself stays the bare module: it is what checkpoints and evaluation see.
+    train_model = model
+    if is_distributed():
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     run_dir = Path(run_dir) if run_dir is not None and is_main else None
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
@@ -293,6 +317,9 @@ def train(
             metrics.log(step, scores)
             log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
+    if profile_memory and device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started, first_step, samples = time.perf_counter(), step, 0
     model.train()
     bar = tqdm(
         total=max_steps,
@@ -303,7 +330,8 @@ def train(
     )
     try:
         with StopOnSignal() as stop:
-            while step < max_steps and stop.received is None:
+            stopping = None  # set only from the per-step sync: every rank stops at the same step
+            while step < max_steps and stopping is None:
                 _start_epoch(train_loader, epoch)
                 batches = iter(train_loader)
                 for _ in range(batch_in_epoch):  # skip what this epoch already trained on
@@ -315,7 +343,7 @@ def train(
                     if before_step is not None:
                         before_step(step)
                     out = train_step(
-                        model,
+                        train_model,
                         optimizer,
                         to_device(batch, device),
                         loss_fn,
@@ -327,7 +355,10 @@ def train(
                     if scheduler is not None:
                         scheduler.step()
                     step, batch_in_epoch = step + 1, batch_in_epoch + 1
-                    loss = out.loss.item()  # one sync per step: needed for the NaN check anyway
+                    # one sync per step: needed for the NaN check anyway
+                    loss, any_stopped = _mean_over_ranks(out.loss, stop.received)
+                    if any_stopped:
+                        stopping = stop.received or "SIGTERM"  # or another rank's signal
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
                             f"The loss became {loss} at step {step}; no checkpoint was written for "
@@ -341,6 +372,7 @@ def train(
                         result.grad_norms.append(float(out.grad_norm))
                     loss_meter.update(loss)
                     throughput.tick(_batch_size(batch))
+                    samples += _batch_size(batch)
                     bar.update(1)
                     if step % log_every == 0 or step == max_steps:
                         row = {
@@ -358,13 +390,13 @@ def train(
                         evaluate()
                     if ckpt_every and step % ckpt_every == 0:
                         checkpoint()
-                    if step >= max_steps or stop.received is not None:
+                    if step >= max_steps or stopping is not None:
                         break
                 else:  # the epoch ran out: the next one starts from its first batch
                     epoch, batch_in_epoch = epoch + 1, 0
-            if stop.received is not None:  # save at once, still shielded from a second Ctrl-C
-                result.stopped_by = stop.received
-                log.warning("%s received: stopping at step %d", stop.received, step)
+            if stopping is not None:  # save at once, still shielded from a second Ctrl-C
+                result.stopped_by = stopping
+                log.warning("%s received: stopping at step %d", stopping, step)
                 checkpoint()
         if result.stopped_by == "max_steps":
             evaluated = result.eval_history and result.eval_history[-1]["step"] == step
@@ -374,7 +406,27 @@ def train(
     finally:
         bar.close()
         metrics.close()
+    if profile_memory and run_dir is not None:
+        _write_perf(run_dir, device, step - first_step, samples, time.perf_counter() - started)
     result.step = step
     if result.last_checkpoint is not None:
         log.info("checkpoint: %s", result.last_checkpoint)
     return result
+
+
+def _write_perf(run_dir: Path, device: torch.device, steps: int, samples: int, seconds: float):
+    """``perf.json``: what the 6 GB budget is checked against (``trainer.profile_memory``)."""
+    cuda = device.type == "cuda"
+    peak = torch.cuda.max_memory_allocated(device) if cuda else None
+    record = {
+        "device": torch.cuda.get_device_name(device) if cuda else str(device),
+        "peak_memory_allocated_bytes": peak,
+        "peak_memory_allocated_gib": None if peak is None else round(peak / 2**30, 3),
+        "steps": steps,
+        "samples_per_process": samples,
+        "world_size": world_size(),
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(samples * world_size() / max(seconds, 1e-9), 2),
+        "seconds_per_step": round(seconds / max(steps, 1), 5),
+    }
+    (run_dir / "perf.json").write_text(json.dumps(record, indent=2))

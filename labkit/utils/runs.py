@@ -142,6 +142,7 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
 RESUME_MAY_CHANGE = (
     "device", "name", "torch_threads", "data.num_workers", "eval.log_images",
     "trainer.log_every", "trainer.eval_every", "trainer.ckpt_every", "trainer.keep_last",
+    "trainer.profile_memory",
 )  # fmt: skip
 BUDGET_KEYS = ("trainer.max_steps", "trainer.max_env_steps", "trainer.max_episodes")
 

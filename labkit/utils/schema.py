@@ -76,6 +76,7 @@ class TrainerConfig(Section):
     ckpt_every: NonNegativeInt = 0
     keep_last: PositiveInt = 3
     overfit: NonNegativeInt = 0
+    profile_memory: bool = False  # perf.json: peak GPU memory, samples/s (the 6 GB budget)
 
 
 class RunConfig(Section):

@@ -86,6 +86,9 @@ def build(cfg: dict, device: torch.device) -> ClassificationSetup:
     )
 
 
+DISTRIBUTED = True  # torchrun: the shared trainer shards the data and averages gradients
+
+
 def check(cfg: dict) -> dict:
     """``cfg`` checked against the phase's schema (types, ranges, choices); ``ConfigError`` if not."""
     return check_config(cfg, Config)
