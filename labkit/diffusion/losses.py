@@ -4,12 +4,14 @@
 and ε ~ N(0, I): a reweighted variational bound that Ho et al. found gives better samples than the
 bound itself. The v-prediction variant (Salimans & Ho 2022, §4) regresses
 ``v = √ᾱ_t ε - √(1 - ᾱ_t) x_0`` instead, which stays well-scaled at both ends of the schedule.
+Regressing x_0 itself (``prediction="x0"``) is the third option: at large t the best guess of x_0
+is the blurry mean of all images, which the notebook shows as a failure mode of short runs.
 
 For classifier-free guidance (Ho & Salimans 2022, Alg. 1) the same network learns the conditional
 and the unconditional model: each label is replaced by the null label with probability
 ``cond_drop_prob``.
 
-Explained in notebooks/20_ddpm.py.
+Explained in notebooks/20_diffusion_mini.py.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def diffusion_loss(
         schedule: the noise schedule (on ``x0``'s device).
         x0: ``[B, ...]`` clean data, images scaled to ``[-1, 1]``.
         labels: ``[B]`` int64 class labels, or None for an unconditional model.
-        prediction: ``"eps"`` (target ε) or ``"v"`` (target ``√ᾱ_t ε - √(1-ᾱ_t) x_0``).
+        prediction: ``"eps"`` (target ε), ``"v"`` (target ``√ᾱ_t ε - √(1-ᾱ_t) x_0``) or
+            ``"x0"`` (target x_0).
         cond_drop_prob: probability of replacing a label by the null label (CFG training);
             ignored without labels.
         null_label: the "no class" index; default ``model.null_label``.
@@ -86,5 +89,10 @@ def diffusion_loss(
                 "or use a model with a .null_label (UNet(num_classes=...)), or cond_drop_prob=0"
             )
         labels = drop_labels(labels, null_label, cond_drop_prob, generator)
-    target = noise if prediction == "eps" else schedule.velocity(x0, t, noise)
+    if prediction == "eps":
+        target = noise
+    elif prediction == "v":
+        target = schedule.velocity(x0, t, noise)
+    else:
+        target = x0
     return F.mse_loss(model(x_t, t, labels), target)

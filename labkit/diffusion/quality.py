@@ -16,7 +16,7 @@ The classifier is passed in (P00's ``SmallCNN``); nothing here depends on its cl
 are the activations entering its last ``nn.Linear`` layer (the penultimate layer), taken with a
 forward hook, or whatever a given ``feature_fn`` returns.
 
-Explained in notebooks/20_ddpm.py.
+Explained in notebooks/20_diffusion_mini.py.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def class_entropy(logits: Tensor) -> float:
     """
     counts = torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1]).double()
     p = counts[counts > 0] / counts.sum()  # 0 ln 0 = 0: empty classes contribute nothing
-    return float(-(p * p.log()).sum())
+    return float(-(p * p.log()).sum()) + 0.0  # + 0.0: one class gives 0.0, not -0.0
 
 
 def gaussian_stats(features: Tensor) -> tuple[Tensor, Tensor]:

@@ -15,7 +15,7 @@ whether applied to ε or to v; it is applied to the raw network output.
 
 Randomness comes only from ``generator``: the same generator state gives the same images.
 
-Explained in notebooks/20_ddpm.py.
+Explained in notebooks/20_diffusion_mini.py.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def ddpm_sample(
         labels: ``[B]`` int64 class labels, or None for unconditional sampling.
         guidance_scale: w of classifier-free guidance (module docstring), None for none.
         null_label: the "no class" label (default ``model.null_label``).
-        prediction: what the model predicts, ``"eps"`` or ``"v"``.
+        prediction: what the model predicts, ``"eps"``, ``"v"`` or ``"x0"``.
         clip_x0: clip x̂_0 to [-1, 1] at every step (images live there).
         variance: ``"posterior"`` (β̃_t) or ``"beta"`` (β_t).
         generator: the only source of randomness.

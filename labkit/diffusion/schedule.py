@@ -14,7 +14,7 @@ paper's step t+1, and ``ᾱ_{-1} = 1`` (the paper's ``ᾱ_0``, no noise at all).
 Everything is computed in float64, where ``1 - ᾱ_t`` near t = 0 and products of ~1000 factors keep
 their digits, and stored in float32, the dtype the network runs in.
 
-Explained in notebooks/20_ddpm.py.
+Explained in notebooks/20_diffusion_mini.py.
 """
 
 from __future__ import annotations
@@ -24,18 +24,36 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["beta_schedule", "extract", "NoiseSchedule", "SCHEDULE_KINDS", "PREDICTIONS"]
+__all__ = [
+    "beta_schedule",
+    "extract",
+    "NoiseSchedule",
+    "SCHEDULE_KINDS",
+    "PREDICTIONS",
+    "LINEAR_BETAS",
+]
 
 SCHEDULE_KINDS = ("linear", "cosine")
-PREDICTIONS = ("eps", "v")  # what the network outputs: the noise ε or the velocity v
+# What the network outputs: the noise ε (DDPM), the velocity v (Salimans & Ho 2022) or the clean
+# image x_0 itself (shown in the notebook as the blurrier choice for few training steps).
+PREDICTIONS = ("eps", "v", "x0")
+LINEAR_BETAS = (1e-4, 0.02)  # Ho et al. 2020 §4: β_1 and β_T of the linear schedule at T = 1000
 
 
-def beta_schedule(kind: str, num_steps: int) -> Tensor:
+def beta_schedule(
+    kind: str,
+    num_steps: int,
+    beta_start: float = LINEAR_BETAS[0],
+    beta_end: float = LINEAR_BETAS[1],
+) -> Tensor:
     """The variances ``β_t`` of the forward process, ``Tensor[T]`` in float64.
 
     * ``"linear"``: Ho et al. 2020 §4 use ``β_t`` linear from 1e-4 to 0.02 over T = 1000 steps.
       For other T both ends are scaled by ``1000 / T`` (as in Nichol & Dhariwal's code), so that
       the total noise ``ᾱ_T`` stays about the same. Needs T ≥ 21: below, ``β_T`` would reach 1.
+      ``beta_start`` / ``beta_end`` change the ends (given at T = 1000, scaled the same way):
+      a ``beta_end`` much below 0.02 leaves signal in x_T (ᾱ_T ≫ 0), the "wrong endpoint" the
+      notebook shows, since sampling starts from pure noise.
     * ``"cosine"``: Nichol & Dhariwal 2021, "Improved DDPM", eq. 17:
       ``ᾱ_t = f(t) / f(0)``, ``f(t) = cos²((t/T + s) / (1 + s) · π/2)`` with s = 0.008, then
       ``β_t = 1 - ᾱ_t / ᾱ_{t-1}`` clipped at 0.999 (the last steps would otherwise reach β = 1,
@@ -44,6 +62,7 @@ def beta_schedule(kind: str, num_steps: int) -> Tensor:
     Args:
         kind: ``"linear"`` or ``"cosine"``.
         num_steps: T, the number of diffusion steps (≥ 1).
+        beta_start, beta_end: the linear schedule's ends at T = 1000 (ignored for cosine).
 
     Returns:
         ``[T]`` float64, every value in ``(0, 1)``.
@@ -51,8 +70,10 @@ def beta_schedule(kind: str, num_steps: int) -> Tensor:
     if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
         raise ValueError(f"num_steps must be an integer ≥ 1, got {num_steps!r}")
     if kind == "linear":
+        if not 0 < beta_start <= beta_end:
+            raise ValueError(f"need 0 < beta_start ≤ beta_end, got {beta_start}, {beta_end}")
         scale = 1000 / num_steps
-        beta_start, beta_end = scale * 1e-4, scale * 0.02
+        beta_start, beta_end = scale * beta_start, scale * beta_end
         if beta_end >= 1:
             raise ValueError(
                 f"the linear schedule scaled to {num_steps} steps ends at β_T = {beta_end:.3g} ≥ 1 "
@@ -115,10 +136,17 @@ class NoiseSchedule(nn.Module):
     posterior_mean_coef2: Tensor
     snr: Tensor
 
-    def __init__(self, kind: str = "linear", num_steps: int = 1000):
+    def __init__(
+        self,
+        kind: str = "linear",
+        num_steps: int = 1000,
+        beta_start: float = LINEAR_BETAS[0],
+        beta_end: float = LINEAR_BETAS[1],
+    ):
         super().__init__()
         self.kind, self.num_steps = kind, num_steps
-        betas = beta_schedule(kind, num_steps)  # float64
+        self.beta_ends = (beta_start, beta_end)
+        betas = beta_schedule(kind, num_steps, beta_start, beta_end)  # float64
         alphas = 1 - betas
         alpha_bar = torch.cumprod(alphas, dim=0)  # ᾱ_t
         alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])  # ᾱ_{t-1}
@@ -143,7 +171,8 @@ class NoiseSchedule(nn.Module):
             self.register_buffer(name, value.float(), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, num_steps={self.num_steps}"
+        ends = f", beta_ends={self.beta_ends}" if self.kind == "linear" else ""
+        return f"kind={self.kind!r}, num_steps={self.num_steps}{ends}"
 
     # ------------------------------------------------------------ forward process
 
@@ -188,16 +217,16 @@ class NoiseSchedule(nn.Module):
     def split_prediction(
         self, output: Tensor, x_t: Tensor, t: Tensor, prediction: str = "eps"
     ) -> tuple[Tensor, Tensor]:
-        """A network's output as the pair ``(x̂_0, ε̂)``, whichever of ε or v it predicts.
+        """A network's output as the pair ``(x̂_0, ε̂)``, whichever of ε, v or x_0 it predicts.
 
         For v (with ``a = √ᾱ_t``, ``b = √(1 - ᾱ_t)``, ``a² + b² = 1``):
-        ``x̂_0 = a x_t - b v`` and ``ε̂ = b x_t + a v``.
+        ``x̂_0 = a x_t - b v`` and ``ε̂ = b x_t + a v``. For x_0: ε̂ from eq. 4 inverted.
 
         Args:
             output: ``[B, ...]`` the network's output.
             x_t: ``[B, ...]`` its input.
             t: ``[B]`` int64 timesteps.
-            prediction: ``"eps"`` or ``"v"``.
+            prediction: ``"eps"``, ``"v"`` or ``"x0"``.
         """
         if prediction == "eps":
             return self.predict_x0_from_eps(x_t, t, output), output
@@ -205,6 +234,8 @@ class NoiseSchedule(nn.Module):
             a = extract(self.sqrt_alphas_cumprod, t, x_t.shape)
             b = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape)
             return a * x_t - b * output, b * x_t + a * output
+        if prediction == "x0":
+            return output, self.predict_eps_from_x0(x_t, t, output)
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
     # ------------------------------------------------------------ reverse process

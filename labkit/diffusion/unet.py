@@ -14,7 +14,7 @@ trains by dropping labels at random and samples with.
 Any image size works: the input is padded on the right and bottom to a multiple of
 ``2 ** (levels - 1)`` and the output cropped back (28 and 32 px need no padding at 3 levels).
 
-Explained in notebooks/20_ddpm.py.
+Explained in notebooks/20_diffusion_mini.py.
 """
 
 from __future__ import annotations
