@@ -7,8 +7,10 @@ import torch
 from labkit.diffusion.sampling import (
     StepRecorder,
     ddim_sample,
+    ddim_step,
     ddim_timesteps,
     ddpm_sample,
+    ddpm_step,
     guided_output,
 )
 from labkit.diffusion.schedule import NoiseSchedule, extract
@@ -234,3 +236,37 @@ def test_ddim_all_steps_matches_diffusers_loop(eta):
         _toy_eps, NoiseSchedule("linear", T), shape, num_steps=T, eta=eta, generator=gen(7)
     )
     torch.testing.assert_close(ours, x, atol=2e-4, rtol=1e-3)
+
+
+# ---------------------------------------------------------------- single steps
+
+
+def test_ddpm_step_is_algorithm_2s_update():
+    # With x̂_0 from ε̂ (no clipping), μ̃_t(x_t, x̂_0) is eq. 11: 1/√α_t (x_t - β_t/√(1-ᾱ_t) ε̂).
+    s = NoiseSchedule("linear", 100)
+    g = gen(0)
+    x_t, eps, z = (torch.randn(3, 1, 4, 4, generator=g) for _ in range(3))
+    for t in (1, 40, 99):
+        tt = torch.full((3,), t)
+        x0 = s.predict_x0_from_eps(x_t, tt, eps)
+        alpha, beta, alpha_bar = s.alphas[t], s.betas[t], s.alphas_cumprod[t]
+        eq11 = (x_t - beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt()
+        expected = eq11 + s.posterior_variance[t].sqrt() * z
+        torch.testing.assert_close(ddpm_step(s, x_t, t, x0, z), expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ddpm_step(s, x_t, 0, x_t * 0.5, None), x_t * 0.5)  # μ̃_0 = x̂_0
+
+
+def test_ddim_step_by_hand():
+    s = NoiseSchedule("cosine", 50)
+    g = gen(1)
+    x_t, x0, eps, z = (torch.randn(2, 1, 3, 3, generator=g) for _ in range(4))
+    a_t, a_s = s.alphas_cumprod[30], s.alphas_cumprod[20]
+    # η = 0: x_s = √a_s x̂_0 + √(1 - a_s) ε̂, deterministic.
+    torch.testing.assert_close(
+        ddim_step(s, x_t, 30, 20, x0, eps), a_s.sqrt() * x0 + (1 - a_s).sqrt() * eps
+    )
+    # η = 1: σ² = (1 - a_s)/(1 - a_t) · (1 - a_t/a_s), which is β̃ for adjacent steps.
+    var = (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
+    expected = a_s.sqrt() * x0 + (1 - a_s - var).sqrt() * eps + var.sqrt() * z
+    torch.testing.assert_close(ddim_step(s, x_t, 30, 20, x0, eps, 1.0, z), expected)
+    assert ddim_step(s, x_t, 0, -1, x0, eps) is x0  # after the last step: x̂_0

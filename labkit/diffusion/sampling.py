@@ -32,6 +32,8 @@ __all__ = [
     "ddpm_sample",
     "ddim_timesteps",
     "ddim_sample",
+    "ddpm_step",
+    "ddim_step",
     "StepRecorder",
 ]
 
@@ -157,16 +159,44 @@ def ddpm_sample(
         x0, _ = _x0_and_eps(schedule, output, x, t, prediction, clip_x0)
         if callback is not None:
             callback(step, x, x0)
-        mean, _, log_var = schedule.q_posterior_mean_variance(x0, x, t)  # μ̃_t, eq. 7
-        if step == 0:
-            x = mean  # Alg. 2: z = 0 at the last step; μ̃ at t = 0 is exactly x̂_0
-            break
-        if variance == "posterior":
-            sigma = (0.5 * log_var).exp()  # √β̃_t
-        else:
-            sigma = extract(schedule.betas, t, x.shape).sqrt()  # √β_t
-        x = mean + sigma * _randn(shape, generator, device)
+        noise = _randn(shape, generator, device) if step > 0 else None  # Alg. 2: z = 0 at t = 0
+        x = ddpm_step(schedule, x, step, x0, noise, variance)
     return x
+
+
+def ddpm_step(
+    schedule: NoiseSchedule,
+    x_t: Tensor,
+    t: int,
+    x0: Tensor,
+    noise: Tensor | None,
+    variance: str = "posterior",
+) -> Tensor:
+    """One ancestral step ``x_t → x_{t-1} = μ̃_t(x_t, x̂_0) + σ_t z`` (Alg. 2, line 4).
+
+    The mean is the posterior mean of eq. 7 with the network's x̂_0 in place of x_0; without
+    clipping x̂_0 this equals Alg. 2's ``1/√α_t (x_t - β_t / √(1 - ᾱ_t) ε̂)`` (eq. 11).
+
+    Args:
+        x_t: ``[B, ...]`` the current sample; t: its step index (int, 0-based).
+        x0: ``[B, ...]`` x̂_0, the network's estimate of the clean image.
+        noise: ``[B, ...]`` z ~ N(0, I); unused (may be None) at t = 0, where no noise is added.
+        variance: σ_t² = β̃_t (``"posterior"``) or β_t (``"beta"``).
+
+    Returns:
+        ``[B, ...]`` x_{t-1} (at t = 0: μ̃_0, which is exactly x̂_0).
+    """
+    steps = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+    mean, _, log_var = schedule.q_posterior_mean_variance(x0, x_t, steps)  # μ̃_t, eq. 7
+    if t == 0:
+        return mean
+    if variance == "posterior":
+        sigma = (0.5 * log_var).exp()  # √β̃_t
+    elif variance == "beta":
+        sigma = extract(schedule.betas, steps, x_t.shape).sqrt()  # √β_t
+    else:
+        raise ValueError(f"variance must be 'posterior' or 'beta', got {variance!r}")
+    return mean + sigma * noise
 
 
 def ddim_timesteps(num_train_steps: int, num_steps: int) -> Tensor:
@@ -224,24 +254,51 @@ def ddim_sample(
         raise ValueError(f"eta must be ≥ 0, got {eta}")
     device = torch.device(device) if device is not None else schedule.betas.device
     taus = ddim_timesteps(schedule.num_steps, num_steps).tolist()
-    alpha_bar = schedule.alphas_cumprod
     x = _randn(shape, generator, device)  # x_T ~ N(0, I)
     for i in reversed(range(len(taus))):
-        step = taus[i]
+        step, prev = taus[i], taus[i - 1] if i > 0 else -1
         t = torch.full((shape[0],), step, device=device, dtype=torch.long)
         output = guided_output(model, x, t, labels, guidance_scale, null_label)
         x0, eps = _x0_and_eps(schedule, output, x, t, prediction, clip_x0)
         if callback is not None:
             callback(step, x, x0)
-        if i == 0:
-            x = x0  # a_s = 1: the last step returns the estimate of x_0 itself
-            break
-        a_t, a_s = alpha_bar[step], alpha_bar[taus[i - 1]]
-        sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()  # eq. 16
-        x = a_s.sqrt() * x0 + (1 - a_s - sigma**2).clamp(min=0).sqrt() * eps  # eq. 12
-        if eta > 0:
-            x = x + sigma * _randn(shape, generator, device)
+        noise = _randn(shape, generator, device) if eta > 0 and prev >= 0 else None
+        x = ddim_step(schedule, x, step, prev, x0, eps, eta, noise)
     return x
+
+
+def ddim_step(
+    schedule: NoiseSchedule,
+    x_t: Tensor,
+    t: int,
+    t_prev: int,
+    x0: Tensor,
+    eps: Tensor,
+    eta: float = 0.0,
+    noise: Tensor | None = None,
+) -> Tensor:
+    """One DDIM step from step t to the earlier step ``t_prev`` of the subsequence (eq. 12):
+
+        x_s = √a_s x̂_0 + √(1 - a_s - σ²) ε̂ + σ z,  σ = η √((1 - a_s)/(1 - a_t)) √(1 - a_t/a_s)
+
+    with ``a_t = ᾱ_t``, ``a_s = ᾱ_{t_prev}`` (eq. 16 for σ).
+
+    Args:
+        x_t: ``[B, ...]``; t: its step index (int); t_prev: the next step index, smaller than t,
+            or -1 after the last step (``a_s = ᾱ_{-1} = 1``: the result is x̂_0).
+        x0, eps: ``[B, ...]`` the network's x̂_0 and ε̂ at (x_t, t).
+        eta: η ≥ 0; noise: ``[B, ...]`` z ~ N(0, I), needed only when η > 0 and t_prev ≥ 0.
+
+    Returns:
+        ``[B, ...]`` x at step ``t_prev``.
+    """
+    if t_prev < 0:
+        return x0  # a_s = 1: the last step returns the estimate of x_0 itself
+    alpha_bar = schedule.alphas_cumprod
+    a_t, a_s = alpha_bar[t], alpha_bar[t_prev]
+    sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()  # eq. 16
+    x = a_s.sqrt() * x0 + (1 - a_s - sigma**2).clamp(min=0).sqrt() * eps  # eq. 12
+    return x + sigma * noise if eta > 0 else x
 
 
 class StepRecorder:
