@@ -114,8 +114,16 @@ def test_sample_grids_go_to_tensorboard(tiny_run):
 
 def test_a_checkpoint_loads_back_for_sampling(tiny_run):
     _, run_dir, outcome = tiny_run
-    setup = task.load_trained(run_dir, CPU)  # the run folder: its newest checkpoint
-    assert all(torch.equal(setup.ema.shadow[k], v) for k, v in outcome.setup.ema.shadow.items())
+    trained = task.load_trained(run_dir, CPU)  # the run folder: its newest checkpoint
+    assert trained.step == 4 and trained.conditional and trained.image_shape == (1, 28, 28)
+    assert all(torch.equal(trained.ema.shadow[k], v) for k, v in outcome.setup.ema.shadow.items())
+    # The same x_T (sample.seed) and EMA weights: the run's last evaluation samples, exactly.
+    samples, labels = trained.sample(10)
+    assert torch.equal(samples, outcome.setup.monitor.last[1]) and labels.tolist() == list(
+        range(10)
+    )
+    raw, _ = trained.sample(10, weights="raw")
+    assert not torch.equal(raw, samples)
     scores = task.evaluate_checkpoint(run_dir / "checkpoints" / "step_00000004.pt")
     assert scores["val_loss"] == pytest.approx(outcome.details.last_eval["eval/val_loss"])
 

@@ -154,7 +154,17 @@ class DiffusionSetup:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_set.tensors[0].shape[1:])  # (C, H, W)
+        return image_shape(self.cfg)
+
+    def trained(self, step: int = 0) -> Trained:
+        """The parts that sample (model, EMA, schedule, config), e.g. after a short run."""
+        return Trained(self.model, self.ema, self.schedule, self.cfg, step)
+
+
+def image_shape(cfg: dict) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the config's images."""
+    size = cfg["data"]["image_size"]
+    return CHANNELS[cfg["data"]["source"]], size, size
 
 
 def build(cfg: dict, device: torch.device) -> DiffusionSetup:
@@ -256,6 +266,7 @@ def generate(
     generator: torch.Generator | None = None,
     chunk: int = 250,
     prediction: str = "eps",
+    callback: Any = None,
     **changes: Any,
 ) -> Tensor:
     """Samples ``[N, C, H, W]`` in [-1, 1] with the ``sample`` section's sampler and guidance.
@@ -268,6 +279,8 @@ def generate(
         num_samples: N when ``labels`` is None.
         generator: the only randomness (default: seeded with ``sample.seed``).
         chunk: samples per sampler call (memory); the generator runs on across chunks.
+        prediction: what the model predicts (the config's ``diffusion.prediction``).
+        callback: the sampler's per-step callback (e.g. a ``StepRecorder``).
     """
     s = {**sample_cfg, **changes}
     n = len(labels) if labels is not None else num_samples
@@ -287,6 +300,7 @@ def generate(
             clip_x0=s["clip_x0"],
             generator=generator,
             device=device,
+            callback=callback,
         )
         if s["sampler"] == "ddpm":
             x = ddpm_sample(model, schedule, (size, *image_shape), **common)
@@ -570,43 +584,92 @@ def run(
     return RunResult(summary, result, setup)
 
 
+@dataclass
+class Trained:
+    """What sampling needs from a run: the U-Net (raw weights), its EMA, the schedule, the config
+    and the step. From :func:`load_trained` (a checkpoint) or ``DiffusionSetup.trained()``."""
+
+    model: UNet
+    ema: EMA
+    schedule: NoiseSchedule
+    cfg: dict
+    step: int = 0
+
+    @property
+    def conditional(self) -> bool:
+        return self.model.num_classes is not None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return image_shape(self.cfg)
+
+    def sample(
+        self,
+        num_samples: int,
+        *,
+        weights: str = "ema",
+        generator: torch.Generator | None = None,
+        callback: Any = None,
+        **changes: Any,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(samples [N, C, H, W] in [-1, 1], labels [N] or None)`` with the config's sampler;
+        ``weights``: ``"ema"`` or ``"raw"``; ``changes`` override ``sample.*`` keys."""
+        labels = eval_labels(num_samples, self.conditional)
+        was_training = self.model.training
+        self.model.eval()
+        kw = dict(num_samples=num_samples, generator=generator, callback=callback)
+        kw.update(prediction=self.cfg["diffusion"]["prediction"], **changes)
+        args = (self.schedule, self.cfg["sample"], self.image_shape, labels)
+        try:
+            if weights == "raw":
+                return generate(self.model, *args, **kw), labels
+            if weights != "ema":
+                raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+            with self.ema.swapped_in(self.model):
+                return generate(self.model, *args, **kw), labels
+        finally:
+            self.model.train(was_training)
+
+
 def load_trained(
     checkpoint: str | Path | Checkpoint, device: torch.device | str = "cpu"
-) -> DiffusionSetup:
-    """A finished (or interrupted) run's U-Net, EMA weights, schedule and data, from a checkpoint
-    file or run folder (its newest checkpoint): for notebooks and :func:`evaluate_checkpoint`.
-
-    The optimizer is built but not restored (nothing here trains on).
-    """
+) -> Trained:
+    """A run's U-Net, EMA weights and schedule from a checkpoint file or run folder (its newest
+    checkpoint), without its data: for notebooks and :func:`evaluate_checkpoint`."""
     ckpt = open_checkpoint(checkpoint)
     cfg = check(ckpt.config or {})
     device = torch.device(device)
-    setup = build(cfg, device)
-    load_checkpoint(ckpt, setup.model, map_location=device)
+    model = build_model(cfg).to(device)
+    load_checkpoint(ckpt, model, map_location=device)
+    ema = EMA(model, cfg["ema"]["decay"], cfg["ema"]["warmup"])
     saved = (ckpt.payload["extra"].get("objects") or {}).get("ema")
     if saved is None:
         raise CheckpointError(f"Checkpoint '{ckpt.path}' holds no EMA weights.")
-    setup.ema.load_state_dict(saved)
-    setup.model.eval()
-    return setup
+    ema.load_state_dict(saved)
+    return Trained(model.eval(), ema, build_schedule(cfg).to(device), cfg, ckpt.step)
 
 
 def evaluate_checkpoint(
     checkpoint: str | Path | Checkpoint, device: torch.device | str = "cpu", **sample_changes: Any
 ) -> dict[str, float]:
-    """The run's evaluation (judge scores, held-out loss) of a saved checkpoint's EMA weights;
-    ``sample_changes`` override ``sample.*`` (e.g. ``guidance_scale=3.0``)."""
-    setup = load_trained(checkpoint, device)
-    cfg = setup.cfg
+    """The run's own evaluation (judge scores, held-out loss) of a saved checkpoint's EMA
+    weights; ``sample_changes`` override ``sample.*`` (e.g. ``guidance_scale=3.0``)."""
+    device = torch.device(device)
+    trained = load_trained(checkpoint, device)
+    cfg = trained.cfg
     cfg["sample"] = {**cfg["sample"], **sample_changes}
+    train_set, heldout = build_datasets(cfg)
+    setup = DiffusionSetup(
+        trained.model, trained.ema, trained.schedule, None, None, None, train_set, heldout,
+        DiffusionLoss(trained.schedule, cfg), cfg,
+    )  # fmt: skip
     judge = None
     if cfg["eval"]["judge"] == "mnist_cnn":
-        judge, _ = load_judge(cfg["eval"], torch.device(device), cfg["data"]["holdout"])
-    monitor = SampleMonitor(setup, torch.device(device), 0, judge)
-    monitor.step = open_checkpoint(checkpoint).step
-    setup.model.eval()
+        judge, _ = load_judge(cfg["eval"], device, cfg["data"]["holdout"])
+    monitor = SampleMonitor(setup, device, 0, judge)
+    monitor.step = trained.step
     with torch.no_grad():
-        return monitor.evaluate(setup.model)
+        return monitor.evaluate(trained.model.eval())
 
 
 # ---------------------------------------------------------------------------------------------
