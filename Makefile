@@ -6,7 +6,7 @@ PARAMS ?=
 PHASE ?= p00
 export MPLBACKEND := Agg
 
-.PHONY: help setup test unit nbtest notebooks lint format tb lab rerun done bench clean
+.PHONY: help setup test unit nbtest notebooks lint format tb lab rerun done bench doctor runs clean
 
 help:
 	@echo "setup     create .venv with torch for this GPU, requirements, labkit, Jupyter kernel"
@@ -17,7 +17,9 @@ help:
 	@echo "tb        TensorBoard over runs/     lab     jupyter lab"
 	@echo "rerun     papermill rerun: make rerun NB=00_pytorch_warmup PARAMS='-p max_steps 3000'"
 	@echo "done      phase checks: make done PHASE=p00"
-	@echo "bench     benchmarks (trainer overhead, NMS)"
+	@echo "bench     one report of speed ratios (trainer, NMS, loaders, RL, DDIM, splatting) -> runs/bench/"
+	@echo "doctor    is this machine ready? torch/GPU kernels, AMP, data, disk, threads"
+	@echo "runs      index of the run folders under runs/ (python -m labkit.runs compare A B)"
 
 setup:
 	bash scripts/setup_venv.sh
@@ -56,9 +58,15 @@ rerun:
 done:
 	$(PY) -m labkit.done $(PHASE)
 
+# One process, interleaved repeats, ratios only; a few minutes. JSON in runs/bench/<time>.json.
 bench:
-	$(PY) benchmarks/bench_trainer.py
-	$(PY) benchmarks/bench_nms.py
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.report
+
+doctor:
+	$(PY) -m labkit.doctor
+
+runs:
+	$(PY) -m labkit.runs
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

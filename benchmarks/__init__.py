@@ -1,0 +1,1 @@
+"""Speed checks as ratios (make bench): see benchmarks/report.py."""
