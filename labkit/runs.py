@@ -42,7 +42,6 @@ import yaml
 
 from labkit.utils.checkpoint import list_checkpoints
 from labkit.utils.config import load_config
-from labkit.utils.logging import read_metrics
 from labkit.utils.runs import RUNS_DIR, flatten
 
 STALE_MINUTES = 30.0
@@ -95,6 +94,22 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def metric_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of ``path/metrics.jsonl``; a line cut short by a crash (``kill -9`` mid-write)
+    is skipped rather than failing the whole index."""
+    try:
+        lines = (path / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return [row for row in rows if isinstance(row, dict) and isinstance(row.get("step"), int)]
 
 
 def newest_config(path: Path) -> Path:
@@ -178,13 +193,21 @@ def run_status(path: Path, stale_minutes: float = STALE_MINUTES) -> tuple[str, s
 def read_run(path: str | Path, stale_minutes: float = STALE_MINUTES) -> RunInfo:
     """Everything the index shows about the run in ``path``."""
     path = Path(path)
-    cfg = yaml.safe_load(newest_config(path).read_text()) or {}
+    try:
+        cfg = yaml.safe_load(newest_config(path).read_text())
+    except (OSError, yaml.YAMLError):
+        cfg = None
+    readable = isinstance(cfg, dict)
+    cfg = cfg if readable else {}
     env = _read_json(path / "env.json")
-    rows = read_metrics(path) if (path / "metrics.jsonl").is_file() else []
+    rows = metric_rows(path)
     status, note = run_status(path, stale_minutes)
     resumes = len(list(path.glob("config.resume*.yaml")))
+    notes = [note] if note else []
     if resumes:
-        note = f"{note}; resumed {resumes}x" if note else f"resumed {resumes}x"
+        notes.append(f"resumed {resumes}x")
+    if not readable:
+        notes.append("config.yaml unreadable")
     checkpoints = list_checkpoints(path / "checkpoints")
     return RunInfo(
         path=path,
@@ -194,11 +217,11 @@ def read_run(path: str | Path, stale_minutes: float = STALE_MINUTES) -> RunInfo:
         date=run_date(path),
         commit=env.get("git_commit"),
         status=status,
-        status_note=note,
+        status_note="; ".join(notes),
         step=max((row.get("step", 0) for row in rows), default=None),
         checkpoint=checkpoints[-1] if checkpoints else None,
         final=final_metrics(rows),
-        changes=config_changes(cfg),
+        changes=config_changes(cfg) if readable else None,
         config=flatten(cfg),
     )
 
@@ -319,7 +342,7 @@ def compare_table(a: RunInfo, b: RunInfo) -> str:
 
 def metric_curves(run: RunInfo) -> dict[str, list[tuple[int, float]]]:
     """``{key: [(step, value), ...]}`` for every numeric key in the run's metrics.jsonl."""
-    rows = read_metrics(run.path) if (run.path / "metrics.jsonl").is_file() else []
+    rows = metric_rows(run.path)
     curves: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
         for key, value in row.items():

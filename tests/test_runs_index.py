@@ -118,6 +118,22 @@ def test_no_status_json_is_unknown_and_listed(two_runs, capsys):
     shutil.rmtree(run)
 
 
+def test_a_crash_mid_write_does_not_break_the_index(two_runs):
+    """kill -9 while a metrics line or the config was being written: the run is still listed."""
+    _, a, _ = two_runs
+    run = copy_run(a, "20000101-000000_cut_s0")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 6, "eval/accuracy": 0.9')  # cut short
+    mark_running(run, age_minutes=index.STALE_MINUTES + 5)
+    info = index.read_run(run)
+    assert info.status == "crashed" and info.step == 4
+    assert info.final == index.read_run(a).final  # from the complete lines only
+    (run / "config.yaml").write_text("phase: [unclosed")
+    info = index.read_run(run)
+    assert info.changes is None and "config.yaml unreadable" in info.status_note
+    shutil.rmtree(run)
+
+
 def test_a_failed_run_shows_its_message(two_runs):
     _, a, _ = two_runs
     run = copy_run(a, "20000101-000000_failed_s0")
