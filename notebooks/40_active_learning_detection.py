@@ -1,0 +1,492 @@
+# %% [markdown]
+# # P40 — Which frames are worth labelling? Active learning for a detector
+#
+# A robot logs thousands of frames a day; someone has to draw boxes on the few that get
+# labelled. Most frames are boring (an empty corridor, the same parked car), a few hold what the
+# detector gets wrong. **Active learning** lets the detector choose: train on what is labelled,
+# score the unlabelled frames by how unsure the model is, label the top K, retrain, repeat.
+#
+# The question of this phase, measured honestly: **at the same number of labelled frames, does
+# choosing by uncertainty beat choosing at random by more than the seed-to-seed spread?**
+#
+# | piece | where it lives |
+# |---|---|
+# | the skewed pool (mostly empty frames, a rare class, bursts of near-duplicates) | `labkit.active.pool` |
+# | entropy, margin, least confidence; max / mean / sum per image; empty frames | `labkit.active.uncertainty` |
+# | MC dropout on P10's detector, matching boxes across passes | `labkit.active.mc_dropout` |
+# | one inference over the pool (detections, top cell, features) | `labkit.active.inference` |
+# | random, entropy, margin, MC dropout, diversity-aware top-K | `labkit.active.selectors` |
+# | the loop: train → evaluate → infer → select → label, resumable | `labkit.active.loop` |
+# | curves, AUC, labels saved, the gap test | `labkit.active.curves` |
+# | the whole comparison, "done when" checks | `labkit.active.task` |
+#
+# **Done when** `python -m labkit.done p40` passes: (a) an uncertainty selector's area under the
+# mAP@0.5-vs-labels curve beats random's by more than 2 × the standard deviation of random's
+# area over 3 seeds, and (b) every selection holds K distinct pool ids never labelled before.
+# The full comparison (5 selectors × 3 seeds): `python -m labkit.train p40_active`; this
+# notebook loads its results when they exist under `runs/p40_active/`, and otherwise runs a
+# short version itself.
+#
+# What you should be able to do afterwards: compute each uncertainty score by hand, say what
+# max / mean / sum aggregation favour, explain why MC dropout needs boxes matched across
+# passes, read a label-efficiency curve with its seed band, and name four situations in which
+# active learning does not beat random.
+
+# %% tags=["parameters"]
+smoke = False  # True: the tiny setting `make test` uses (set LABKIT_SMOKE=1 for the same)
+seed = 0
+cached_run = ""  # a finished `python -m labkit.train p40_active` folder; "": newest in runs/
+demo_steps = 200  # training steps of the model whose choices sections 4-7 show
+short_steps = 100  # steps per round of the short comparison (when no cached run exists)
+short_seeds = [0, 1, 2]
+short_rounds = 2
+mc_passes = 4
+
+# %%
+import inspect
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import torch
+from IPython.display import display
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+import labkit
+from labkit.active.curves import plot_curves
+from labkit.active.loop import SimulatedLabeller, initial_ids, round_seed, train_round
+from labkit.active.mc_dropout import MCDropoutDetector, cluster_disagreement, match_passes
+from labkit.active.pool import POOL_KINDS, SkewedShapesPool
+from labkit.active.selectors import ScoringContext, greedy_diverse_top_k, make_selector, top_k
+from labkit.active.task import build_pool, build_val_loader, load_comparison, run
+from labkit.active.uncertainty import (
+    detection_uncertainty,
+    entropy,
+    image_uncertainty,
+    least_confidence,
+    margin,
+)
+from labkit.detection.evaluate import evaluate_detector
+from labkit.utils.config import apply_overrides, load_config
+from labkit.utils.exercise import check_exercise
+
+smoke = smoke or os.environ.get("LABKIT_SMOKE") == "1"
+ROOT = Path(labkit.__file__).resolve().parents[1]
+RUNS = Path(tempfile.mkdtemp()) if smoke else ROOT / "runs" / "p40_notebook"
+device = torch.device("cpu")  # small models: one CPU thread is as fast per round as a GPU
+torch.set_num_threads(1)
+logging.getLogger("labkit").setLevel(logging.WARNING)  # the trainer's per-round INFO lines
+cfg = apply_overrides(load_config("p40_active"), ["device=cpu", f"seed={seed}"])
+if smoke:
+    demo_steps, short_steps, short_seeds, short_rounds, mc_passes = 3, 2, [0, 1], 1, 2
+    cfg = apply_overrides(cfg, [
+        "data.image_size=32", "data.val_images=8", "model.head_channels=16",
+        "active.pool.num_images=48", "active.initial_labelled=8", "active.k=6",
+        "optim.warmup_steps=1",
+    ])  # fmt: skip
+active = cfg["active"]
+K = active["k"]
+print(f"smoke={smoke}, runs in {RUNS}, pool {active['pool']['num_images']} frames, K={K}")
+started = time.perf_counter()
+
+
+def thumbnails(ids, pool, titles, ncols=8, size=1.3, suptitle=None):
+    """Pool frames ``ids`` in a grid, each titled; the title's colour is the frame's kind."""
+    colours = {"empty": "grey", "common": "tab:blue", "rare": "tab:red"}
+    nrows = max(1, -(-len(ids) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.15))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i, title in zip(axes.flat, ids, titles, strict=False):
+        ax.imshow(pool[i][0].permute(1, 2, 0))
+        ax.set_title(title, fontsize=7, color=colours[pool.source.kinds[i]])
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    plt.tight_layout()
+    plt.show()
+
+
+def composition(ids, pool):
+    return ", ".join(f"{n} {kind}" for kind, n in pool.source.composition(ids).items())
+
+
+# %% [markdown]
+# ## 1. The loop
+# Pool-based active learning, as `labkit.active.loop.run_loop` runs it. Every round the
+# detector is **retrained from scratch** on the labelled frames, with the same seed and the same
+# number of steps for every selector: then round r's mAP depends on the labelled set only, and
+# two selectors compare at equal labels *and* equal training (a warm-started model would carry
+# its selection history in its weights; `active.warm_start: true` exists to show it).
+
+# %%
+fig, ax = plt.subplots(figsize=(9, 3.4))
+ax.set(xlim=(0, 10), ylim=(0, 4)), ax.axis("off")
+boxes = {
+    "labelled": (0.2, 2.5, "labelled set L\n(20 random to start)"),
+    "train": (2.9, 2.5, "1. train the detector\nfrom scratch on L"),
+    "eval": (5.6, 2.5, "2. evaluate: mAP@0.5,\nprecision, recall"),
+    "infer": (5.6, 0.4, "3. infer on the\nunlabelled pool U"),
+    "select": (2.9, 0.4, "4. score, select\nthe top K of U"),
+    "label": (0.2, 0.4, "5. label them (ground truth\nor a person), L += K"),
+    "log": (8.1, 2.5, "log: labelled count,\nmAP, chosen ids"),
+}
+for x, y, text in boxes.values():
+    ax.add_patch(FancyBboxPatch((x, y), 2.1, 1.1, boxstyle="round,pad=0.05", fc="#eef3fb", ec="#4a6fa5"))
+    ax.text(x + 1.05, y + 0.55, text, ha="center", va="center", fontsize=8)
+for a, b in [("labelled", "train"), ("train", "eval"), ("eval", "log"), ("train", "infer"),
+             ("infer", "select"), ("select", "label"), ("label", "labelled")]:  # fmt: skip
+    (xa, ya, _), (xb, yb, _) = boxes[a], boxes[b]
+    start, end = (xa + 1.05, ya + 0.55), (xb + 1.05, yb + 0.55)
+    if ya == yb:  # side by side: from the right edge to the left edge (or back)
+        start = (xa + (2.15 if xb > xa else -0.05), ya + 0.55)
+        end = (xb + (-0.05 if xb > xa else 2.15), yb + 0.55)
+    else:  # above each other
+        start, end = (start[0], ya + (-0.05 if yb < ya else 1.15)), (end[0], yb + (1.15 if yb < ya else -0.05))
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=14, color="#4a6fa5"))
+ax.text(5, 1.95, "R rounds: the same pool, the same L_0, the same training for every selector",
+        ha="center", fontsize=8, style="italic")  # fmt: skip
+plt.show()
+
+# %% [markdown]
+# ## 2. The pool: a log where most frames are boring
+# `SkewedShapesPool` builds a log from P10's shapes: 60% of the scenes are **empty**
+# (background only), 30% **common** (one or two circles), 10% **rare** (up to three objects of
+# all three classes: the only frames with squares and triangles). Each scene is recorded
+# **3 times in a row**, the copies differing only by sensor noise and exposure: near-duplicates,
+# as consecutive frames of a real log are. The held-out test set is P10's balanced shapes set —
+# what we want is a detector that finds every class, and mAP averages over the three classes.
+
+# %%
+pool = build_pool(cfg)
+print(f"{len(pool)} frames: {composition(range(len(pool)), pool)}")
+print(inspect.getsource(SkewedShapesPool.__getitem__))
+first = {kind: next(i for i, k in enumerate(pool.source.kinds) if k == kind and i % 3 == 0) for kind in POOL_KINDS}
+shown = [first[kind] + c for kind in POOL_KINDS for c in range(3)]
+thumbnails(shown, pool, [f"#{i} {pool.source.kinds[i]}" for i in shown], ncols=9,
+           suptitle="one scene of each kind, three frames each (grey: empty, blue: common, red: rare)")  # fmt: skip
+
+# %% [markdown]
+# ## 3. Scores: how unsure is the detector about a frame?
+# P10's detector has one sigmoid per class, no softmax: a detection of class c with score $p$
+# answers "is there a c here?", so its distribution is $[p, 1-p]$ (`binary`). For a
+# distribution $q$ over $K$ outcomes, sorted $q_{(1)} \ge q_{(2)} \ge \dots$ (higher =
+# more uncertain, 0 for a one-hot $q$):
+#
+# * entropy $H(q) = -\sum_k q_k \log q_k$ — maximal ($\log K$) for uniform $q$;
+# * margin $1 - (q_{(1)} - q_{(2)})$ — 1 when the two best tie;
+# * least confidence $1 - q_{(1)}$.
+#
+# For $[p, 1-p]$ all three peak at $p = 0.5$ and rank single detections identically; they
+# differ in shape, which matters once several detections are **aggregated** into one image
+# score: `max` (the most doubtful detection), `mean` (all detections doubtful: sparse frames
+# with one borderline box win), `sum` (grows with the count: crowded frames win).
+# **A frame with no detection** is scored as if its most object-like cell (the highest class
+# probability before the threshold, `p_max`) were a detection: a frame the model confidently
+# calls empty scores near 0, one where something almost fired scores higher.
+
+# %%
+p = torch.linspace(0, 1, 201)
+plt.figure(figsize=(5, 3))
+for kind in ("entropy", "margin", "least_confidence"):
+    plt.plot(p, detection_uncertainty(p, kind), label=kind)
+plt.xlabel("detection score p"), plt.ylabel("uncertainty of [p, 1 - p]"), plt.legend(fontsize=8)
+plt.title("three scores of one sigmoid detection", fontsize=10)
+plt.show()
+for function in (entropy, margin, least_confidence):
+    print(inspect.getsource(function))
+
+detections = {"one doubtful box": [0.5], "one doubtful among confident": [0.5, 0.97, 0.98, 0.99],
+              "crowded, fairly sure": [0.8] * 6, "nothing detected (p_max 0.03)": []}  # fmt: skip
+print(f"{'frame':32s} {'max':>6s} {'mean':>6s} {'sum':>6s}")
+for name, scores in detections.items():
+    row = [image_uncertainty(torch.tensor(scores, dtype=torch.float64), 0.03, "entropy", how) for how in ("max", "mean", "sum")]
+    print(f"{name:32s} " + " ".join(f"{v:6.3f}" for v in row))
+
+
+# %% [markdown]
+# ### Exercise 1: entropy of a batch of distributions
+# Write `my_entropy(probs [..., K]) -> [...]` in nats, with $0 \log 0 = 0$ (a one-hot row must
+# give 0, not nan). Hint: `torch.special.xlogy(x, y)` is $x \log y$ and 0 where $x = 0$.
+# Until you write it, the cell says so and the notebook goes on.
+
+
+# %%
+def my_entropy(probs):
+    ...  # your code
+
+
+def exercise(candidate, reference, make_inputs):
+    """check_exercise, with a friendly line for an unfinished stub instead of an error."""
+    try:
+        unfinished = candidate(*make_inputs(0)) is None
+    except NotImplementedError:
+        unfinished = True
+    except Exception:  # a real bug: check_exercise reports it
+        unfinished = False
+    if unfinished:
+        print(f"… {candidate.__name__} is not written yet: fill it in and rerun this cell.")
+        return False
+    return check_exercise(candidate, reference, make_inputs)
+
+
+def random_distributions(trial_seed):
+    g = torch.Generator().manual_seed(trial_seed)
+    probs = torch.softmax(3 * torch.randn(5, 4, generator=g), dim=-1)
+    probs[0] = torch.tensor([0.0, 1.0, 0.0, 0.0])  # one-hot: 0 log 0 must be 0
+    return (probs,)
+
+
+passed = exercise(my_entropy, entropy, random_distributions)
+
+# %% [markdown]
+# ## 4. One round: what each selector picks
+# Train a detector on the seed's 20 initial frames (the same `train_round` the loop runs),
+# then let every selector pick K of the unlabelled frames. Titles show each frame's id and
+# score; the colour is the frame's kind (grey empty, blue common, red rare) — the selector does
+# not see it. Random picks what the log holds: mostly empty frames.
+
+# %%
+demo_cfg = apply_overrides(cfg, [f"trainer.max_steps={demo_steps}", f"active.mc_passes={mc_passes}"])
+labeller = SimulatedLabeller(pool)
+start_ids = initial_ids(len(pool), active["initial_labelled"], seed)
+model, setup, _ = train_round(
+    demo_cfg, pool, start_ids, labeller.targets(start_ids), device, round_seed(seed, 0)
+)
+val_loader = build_val_loader(demo_cfg, device)
+scores0 = evaluate_detector(model, val_loader, device, setup.num_classes, setup.class_names, cfg["eval"])
+print(f"trained on {len(start_ids)} frames ({composition(start_ids, pool)}): "
+      f"held-out mAP@0.5 {scores0['map50']:.3f}")  # fmt: skip
+unlabelled = [i for i in range(len(pool)) if i not in set(start_ids)]
+context = ScoringContext(
+    model, pool, device, {"score_thresh": active["score_thresh"], "batch_size": 100}, seed=seed
+)
+picks, pick_scores = {}, {}
+for name in ("random", "entropy", "margin", "mc_dropout", "diverse_entropy"):
+    selector = make_selector(name, demo_cfg["active"])
+    picks[name] = selector.select(context, unlabelled, K, torch.Generator().manual_seed(seed))
+    scores = selector.scores(context, unlabelled)
+    by_id = dict(zip(unlabelled, scores.tolist(), strict=True)) if scores is not None else {}
+    pick_scores[name] = [by_id.get(i) for i in picks[name]]
+    print(f"{name:16s} picks {composition(picks[name], pool)}; "
+          f"{len({pool.source.scenes[i] for i in picks[name]})} distinct scenes")  # fmt: skip
+for name in ("random", "entropy", "mc_dropout", "diverse_entropy"):
+    shown = picks[name][:16]
+    titles = [f"#{i}" + ("" if s is None else f" {s:.2f}") for i, s in zip(shown, pick_scores[name], strict=False)]
+    thumbnails(shown, pool, titles, suptitle=f"{name}: its first 16 of {K} picks")
+
+# %% [markdown]
+# ## 5. MC dropout: disagreement between passes
+# `MCDropoutDetector` wraps P10's detector (its code unchanged) and drops features where the
+# head's tower hands them to the class and box convolutions; every selector's detector trains
+# with this dropout, and MC dropout keeps it on at inference for T passes. The passes return
+# different box lists, so "the same object" must first be found in each: greedy matching by
+# IoU, per class (`match_passes`). Per object, the disagreement is the mutual information
+# $H(\bar p) - \overline{H(p_t)}$ (BALD: 0 when all passes say the same, however unsure)
+# plus $1 - $ the mean IoU of its boxes.
+
+# %%
+print(inspect.getsource(MCDropoutDetector.forward))
+frame = picks["mc_dropout"][0]
+runs = context.mc_outputs(unlabelled, mc_passes)
+row = unlabelled.index(frame)
+clusters = match_passes([r.preds[row] for r in runs], demo_cfg["active"]["mc_match_iou"])
+print(f"frame #{frame} ({pool.source.kinds[frame]}): {len(clusters)} objects over {mc_passes} passes")
+for c in clusters[:5]:
+    print(f"  {setup.class_names[c['label']]:8s} scores per pass {[round(s, 2) for s in c['scores'].tolist()]}"
+          f"  IoUs {[round(s, 2) for s in c['ious'].tolist()]}"
+          f"  -> disagreement {float(cluster_disagreement(c['scores'], c['ious'])):.3f}")  # fmt: skip
+
+
+# %% [markdown]
+# ### Exercise 2: top-K selection with deterministic ties
+# Write `my_top_k(scores [N], pool_ids, k) -> list of ids`: the `min(k, N)` ids with the highest
+# scores, best first, a tie going to the smaller id (so that a selection never depends on the
+# order of the pool). Checked against `labkit.active.selectors.top_k` on scores full of ties.
+
+
+# %%
+def my_top_k(scores, pool_ids, k):
+    raise NotImplementedError  # your code
+
+
+def tied_scores(trial_seed):
+    g = torch.Generator().manual_seed(trial_seed)
+    pool_ids = torch.randperm(50, generator=g)[:20].tolist()
+    scores = torch.randint(0, 5, (20,), generator=g).float() / 4  # many ties
+    return scores, pool_ids, 7 + 10 * trial_seed  # k = 7, 17 and 27 (> pool)
+
+
+passed = exercise(my_top_k, top_k, tied_scores)
+
+# %% [markdown]
+# ## 6. The comparison: label-efficiency curves
+# Every selector, 3 seeds, the same budget: mAP@0.5 on the held-out set against the number of
+# labelled frames, mean ± std over seeds, and the area under each curve (AUC, divided by the
+# budget span: the mean mAP over the budget). A selector beats random when its mean AUC exceeds
+# random's by more than 2 × the std of random's AUC over seeds. The numbers come from the
+# newest finished `python -m labkit.train p40_active` run if there is one; otherwise a short
+# comparison runs here (random vs entropy, fewer rounds and steps).
+
+# %%
+runs_root = ROOT / "runs" / "p40_active"
+finished = sorted(runs_root.glob("*/curves.json")) if not smoke else []
+source = Path(cached_run) if cached_run else (finished[-1].parent if finished else None)
+if source is not None:
+    comparison = load_comparison(source)
+    run_cfg = load_config(source / "config.yaml")
+    print(f"loaded the finished run {source}")
+else:
+    run_cfg = apply_overrides(cfg, [
+        "active.selectors=[random, entropy]", f"active.seeds={short_seeds}",
+        f"active.rounds={short_rounds}", f"trainer.max_steps={short_steps}",
+    ])  # fmt: skip
+    short_dir = RUNS / "short"
+    resume = short_dir if (short_dir / "curves.json").exists() else None
+    result = run(run_cfg, short_dir, device, resume_from=resume, progress=not smoke)
+    comparison, source = result.details, short_dir
+    print(f"no finished p40_active run: ran the short comparison in {short_dir}")
+print(comparison.table)
+fig, ax = plt.subplots(figsize=(6.5, 4))
+plot_curves(comparison.summary, ax=ax)
+plt.show()
+
+# %% [markdown]
+# ### What did each selector pick, round by round?
+# Move the sliders (in Jupyter) to see the frames a selector chose in a round, with their
+# scores; below them, one fixed choice is drawn so that the output exists headless.
+
+# %%
+run_pool = pool if run_cfg["active"]["pool"] == active["pool"] else build_pool(run_cfg)
+
+
+def show_round(selector="entropy", seed_index=0, round_index=0):
+    names = sorted({name for name, _ in comparison.states})
+    selector = selector if selector in names else names[-1]
+    seeds = sorted({s for _, s in comparison.states})
+    state = comparison.states[(selector, seeds[min(seed_index, len(seeds) - 1)])]
+    entry = state.history[min(round_index, len(state.history) - 2)]
+    ids, scores = entry["chosen"][:16], entry["scores"] or [None] * len(entry["chosen"])
+    titles = [f"#{i}" + ("" if s is None else f" {s:.2f}") for i, s in zip(ids, scores, strict=False)]
+    thumbnails(ids, run_pool, titles, suptitle=(
+        f"{selector}, seed {state.seed}, round {entry['round']} (trained on {entry['labelled']} "
+        f"frames, mAP {entry['eval/map50']:.3f}): picks {composition(entry['chosen'], run_pool)}"))  # fmt: skip
+
+
+names = sorted({name for name, _ in comparison.states})
+rounds_run = max(len(s.history) for s in comparison.states.values()) - 2
+display(widgets.interactive(
+    show_round,
+    selector=widgets.Dropdown(options=names, value="entropy" if "entropy" in names else names[0]),
+    seed_index=widgets.IntSlider(0, min=0, max=len({s for _, s in comparison.states}) - 1),
+    round_index=widgets.IntSlider(0, min=0, max=max(rounds_run, 0)),
+))  # fmt: skip
+show_round("entropy", 0, 0)
+
+# %% [markdown]
+# ## 7. When active learning does not help
+# Four ways it fails, each shown with the models above or a small extra run.
+#
+# **(a) Cold start.** Uncertainty is only as good as the model: trained on 4 frames for a few
+# dozen steps, the detector's scores are close to noise, and its "uncertain" frames are no
+# better than a random draw. Compare the kinds of frames each model picks.
+
+# %%
+tiny_ids = start_ids[:4]
+cold_cfg = apply_overrides(demo_cfg, [f"trainer.max_steps={max(demo_steps // 8, 2)}"])
+cold_model, _, _ = train_round(cold_cfg, pool, tiny_ids, labeller.targets(tiny_ids), device, round_seed(seed, 0))
+cold_context = ScoringContext(cold_model, pool, device, {"score_thresh": active["score_thresh"], "batch_size": 100})
+cold_unlabelled = [i for i in range(len(pool)) if i not in set(tiny_ids)]
+cold_pick = make_selector("entropy").select(cold_context, cold_unlabelled, K, None)
+print(f"the pool:                  {composition(range(len(pool)), pool)}")
+print(f"random:                    {composition(picks['random'], pool)}")
+print(f"entropy, cold model:       {composition(cold_pick, pool)}")
+print(f"entropy, round-0 model:    {composition(picks['entropy'], pool)}")
+
+# %% [markdown]
+# **(b) Redundant top-K.** The most uncertain frame's burst copies are about as uncertain as it
+# is: plain top-K spends labels on near-duplicates, which teach little more than one copy.
+# `diverse_entropy` walks the same ranking but skips a frame closer (in pooled backbone
+# features) than the 10% quantile of pairwise distances to one already taken.
+
+# %%
+for name in ("entropy", "diverse_entropy", "random"):
+    scenes = [pool.source.scenes[i] for i in picks[name]]
+    repeats = len(scenes) - len(set(scenes))
+    print(f"{name:16s} {len(set(scenes)):3d} distinct scenes in {K} picks ({repeats} near-duplicates)")
+features = context.outputs(unlabelled).features
+scene = torch.tensor([pool.source.scenes[i] for i in unlabelled])
+same = scene[:, None] == scene[None, :]  # [N, N]: two frames of one scene
+distances = torch.cdist(features, features)
+off = ~torch.eye(len(unlabelled), dtype=torch.bool)
+print(f"feature distance, copies of one scene: {distances[same & off].median():.3f} (median), "
+      f"different scenes: {distances[~same].median():.3f}")  # fmt: skip
+print(inspect.getsource(greedy_diverse_top_k).split('"""')[-1])
+
+# %% [markdown]
+# **(c) Class imbalance seen through a biased model.** The selector can only find rare frames
+# if the model is unsure about them. Below, the entropy of every unlabelled frame by kind:
+# where rare frames score above common ones, uncertainty finds the rare class; where the model
+# confidently calls squares "background", rare frames score like empty ones and uncertainty
+# sampling keeps labelling the class it already knows. (With a balanced pool, the opposite
+# case, random sampling already sees every class and the gap shrinks.)
+
+# %%
+entropy_scores = make_selector("entropy").scores(context, unlabelled)
+by_kind = {kind: [s for i, s in zip(unlabelled, entropy_scores.tolist(), strict=True) if pool.source.kinds[i] == kind] for kind in POOL_KINDS}
+plt.figure(figsize=(5, 2.8))
+plt.boxplot([by_kind[k] or [0.0] for k in POOL_KINDS], tick_labels=POOL_KINDS)
+plt.ylabel("entropy (max over detections)"), plt.title("scores by kind of frame (round-0 model)", fontsize=10)
+plt.show()
+
+# %% [markdown]
+# **(d) Miscalibrated scores.** Uncertainty scores read probabilities as if they were
+# calibrated. Sharpen or soften every score by a temperature, $p' = \sigma(\mathrm{logit}(p) / T)$,
+# and see how much of the top-K changes. With `max` aggregation of a score symmetric about
+# $p = 0.5$, nothing changes (a temperature keeps the order of $|p - 0.5|$); with `sum` the
+# choice moves: an over-confident model ($T < 1$) makes crowded frames of near-sure boxes count
+# for little, an under-confident one ($T > 1$) lets every low-score box add up.
+
+# %%
+outputs = context.outputs(unlabelled)
+
+
+def tempered_choice(temperature, how):
+    def temper(p):
+        return torch.sigmoid(torch.logit(p.double().clamp(1e-6, 1 - 1e-6)) / temperature)
+
+    scores = torch.tensor([
+        image_uncertainty(temper(pred["scores"]), float(temper(outputs.p_max[i])), "entropy", how)
+        for i, pred in enumerate(outputs.preds)
+    ])  # fmt: skip
+    return set(top_k(scores, unlabelled, K))
+
+
+for how in ("max", "sum"):
+    calibrated = tempered_choice(1.0, how)
+    overlaps = {t: len(tempered_choice(t, how) & calibrated) / K for t in (0.5, 2.0)}
+    print(f"{how}: top-{K} kept under T=0.5: {overlaps[0.5]:.0%}, under T=2: {overlaps[2.0]:.0%}")
+
+# %% [markdown]
+# ## Reference numbers (CPU, one thread)
+# `python -m labkit.done p40` (random vs entropy, seeds 0-2, 40 → 160 labelled frames in 3
+# rounds, 300 steps a round): see the README for the measured table and times;
+# `python -m labkit.train p40_active` runs all five selectors (about an hour on one thread).
+#
+# ## What to remember
+# - Measure at equal labels and equal training, over seeds; a gap smaller than random's own
+#   seed-to-seed spread is not a result.
+# - Uncertainty sampling helps most when the log is skewed: it skips the boring frames that
+#   random sampling labels in proportion.
+# - Entropy, margin and least confidence agree on one binary detection; aggregation (max, mean,
+#   sum) and the rule for frames without detections decide what an image score favours.
+# - MC dropout needs matched boxes before it can measure disagreement; it costs T passes.
+# - Top-K of any score repeats itself on near-duplicates; a diversity rule fixes that cheaply.
+# - Cold starts, blind spots of a biased model and miscalibrated scores make uncertainty no
+#   better than random — check the picks, not only the curve.
+
+# %%
+print(f"notebook ran in {time.perf_counter() - started:.0f} s (smoke={smoke})")

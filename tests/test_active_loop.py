@@ -1,0 +1,164 @@
+"""P40 loop and task: the labelled set grows by K a round, resume equals a straight run, manual
+labelling, the curve arithmetic and the gap test. Tiny settings: seconds on one CPU thread."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from labkit.active.curves import gap_test, labels_to_reach, summarise, trapezoid_auc
+from labkit.active.loop import (
+    LabelsPending,
+    LoopState,
+    ManualLabeller,
+    initial_ids,
+    run_loop,
+)
+from labkit.active.selectors import check_selection, make_selector
+from labkit.active.task import build_pool, build_val_loader, check_active, load_comparison, run
+from labkit.utils.config import ConfigError, apply_overrides, load_config
+
+CPU = torch.device("cpu")
+TINY = [
+    "device=cpu",
+    "data.image_size=32",
+    "data.val_images=4",
+    "model.head_channels=16",
+    "trainer.max_steps=2",
+    "optim.warmup_steps=1",
+    "active.pool.num_images=24",
+    "active.initial_labelled=4",
+    "active.k=3",
+    "active.rounds=2",
+    "active.seeds=[0]",
+    "active.selectors=[random, entropy]",
+]
+
+
+def tiny_cfg(*overrides):
+    return apply_overrides(load_config("p40_active"), [*TINY, *overrides])
+
+
+@pytest.fixture(scope="module")
+def data():
+    cfg = tiny_cfg()
+    return build_pool(cfg), build_val_loader(cfg, CPU)
+
+
+def test_two_rounds_grow_the_labelled_set_by_k(data, tmp_path):
+    cfg = tiny_cfg()
+    pool, val = data
+    state = run_loop(cfg, make_selector("entropy"), 0, pool, val, CPU, folder=tmp_path)
+    start = initial_ids(24, 4, 0)
+    assert [h["labelled"] for h in state.history] == [4, 7, 10]  # R + 1 = 3 trained rounds
+    labelled = list(start)
+    for entry in state.history[:-1]:
+        assert (
+            check_selection(
+                entry["chosen"], [i for i in range(24) if i not in labelled], labelled, 3
+            )
+            == []
+        )
+        assert entry["scores"] == sorted(entry["scores"], reverse=True)  # top-K, best first
+        labelled += entry["chosen"]
+    assert state.labelled == labelled and "chosen" not in state.history[-1]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 7, 10] and "eval/map50" in rows[0]
+    rounds = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    assert rounds[0]["chosen"] == state.history[0]["chosen"]
+    assert LoopState.load(tmp_path / "state.json") == state
+    with pytest.raises(ValueError, match="resume=True"):
+        run_loop(cfg, make_selector("entropy"), 0, pool, val, CPU, folder=tmp_path)
+
+
+def untimed(state):
+    return [
+        {k: v for k, v in entry.items() if k != "seconds"} for entry in state.history
+    ], state.labelled
+
+
+def test_resume_between_rounds_equals_a_straight_run(tmp_path):
+    cfg = tiny_cfg()
+    straight = run(cfg, tmp_path / "straight", CPU, progress=False)
+    assert straight.summary["stopped_by"] == "max_steps" and straight.summary["step"] == 6
+    first = run(cfg, tmp_path / "split", CPU, progress=False, stop_after=2)
+    assert first.interrupted and first.summary["step"] == 2  # killed after two rounds
+    second = run(cfg, resume_from=tmp_path / "split", progress=False)
+    assert second.summary["step"] == 6 and not second.interrupted
+    for key, state in straight.details.states.items():
+        assert untimed(second.details.states[key]) == untimed(state)  # ids, scores, metrics
+    assert (tmp_path / "split" / "curves.png").is_file()
+    assert load_comparison(tmp_path / "split").summary == second.details.summary
+    with pytest.raises(ValueError, match="already holds loops"):
+        run(cfg, tmp_path / "split", CPU, progress=False)
+
+
+def test_manual_labelling_asks_for_ids_and_reads_labels_back(data, tmp_path):
+    cfg = tiny_cfg("active.rounds=1", "active.labelling=manual")
+    pool, val = data
+    with pytest.raises(LabelsPending, match="to_label.json"):
+        run_loop(cfg, make_selector("random"), 0, pool, val, CPU, folder=tmp_path)
+    asked = json.loads((tmp_path / "to_label.json").read_text())["ids"]
+    assert asked == initial_ids(24, 4, 0)
+
+    def answer(ids):  # the "person": copies the ground truth
+        labels = (
+            json.loads(ManualLabeller(tmp_path).labels_file.read_text() or "{}")
+            if (tmp_path / "labels.json").exists()
+            else {}
+        )
+        for i in ids:
+            t = pool[i][1]
+            labels[str(i)] = {"boxes": t["boxes"].tolist(), "labels": t["labels"].tolist()}
+        (tmp_path / "labels.json").write_text(json.dumps(labels))
+
+    answer(asked)
+    with pytest.raises(LabelsPending):  # round 0 trained; round 1 needs the 3 chosen frames
+        run_loop(cfg, make_selector("random"), 0, pool, val, CPU, folder=tmp_path, resume=True)
+    state = LoopState.load(tmp_path / "state.json")
+    assert state.rounds_done == 1
+    assert json.loads((tmp_path / "to_label.json").read_text())["ids"] == state.history[0]["chosen"]
+    answer(state.history[0]["chosen"])
+    done = run_loop(cfg, make_selector("random"), 0, pool, val, CPU, folder=tmp_path, resume=True)
+    assert done.rounds_done == 2 and len(done.labelled) == 7
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="random"):
+        check_active(tiny_cfg("active.selectors=[entropy]"))
+    with pytest.raises(ConfigError, match="exceeds active.pool.num_images"):
+        check_active(tiny_cfg("active.k=30"))
+    with pytest.raises(ConfigError, match="oracle"):
+        check_active(tiny_cfg("active.selectors=[random, oracle]"))
+
+
+def test_auc_and_labels_to_reach_by_hand():
+    # (0.1 + 0.3) / 2 * 20 + (0.3 + 0.5) / 2 * 20 = 4 + 8 = 12 over a span of 40 -> 0.3
+    assert trapezoid_auc([20, 40, 60], [0.1, 0.3, 0.5]) == pytest.approx(0.3)
+    assert trapezoid_auc([20], [0.4]) == 0.4
+    assert labels_to_reach([20, 40, 60], [0.1, 0.3, 0.5], 0.4) == pytest.approx(50)
+    assert labels_to_reach([20, 40, 60], [0.1, 0.3, 0.5], 0.05) == 20
+    assert labels_to_reach([20, 40, 60], [0.1, 0.3, 0.5], 0.6) is None
+
+
+def test_gap_test_compares_with_twice_randoms_seed_spread():
+    def history(values):
+        return [{"labelled": n, "eval/map50": v} for n, v in zip([10, 20], values, strict=True)]
+
+    histories = {
+        ("random", 0): history([0.1, 0.2]),  # AUC 0.15
+        ("random", 1): history([0.1, 0.3]),  # AUC 0.20
+        ("entropy", 0): history([0.1, 0.4]),  # AUC 0.25
+        ("entropy", 1): history([0.1, 0.5]),  # AUC 0.30
+    }
+    summary = summarise(histories)
+    random_std = math.sqrt(((0.15 - 0.175) ** 2 + (0.2 - 0.175) ** 2) / 1)  # ddof = 1
+    assert summary["selectors"]["random"]["auc_std"] == pytest.approx(random_std)
+    test = gap_test(summary)["entropy"]
+    assert test["gap"] == pytest.approx(0.1) and test["threshold"] == pytest.approx(2 * random_std)
+    assert test["passed"] == (0.1 > 2 * random_std) and test["wins"] == 2
+    # entropy's mean curve (0.1, 0.45) reaches random's final 0.25 at 10 + 0.15 / 0.35 * 10
+    assert summary["selectors"]["entropy"]["labels_saved"] == pytest.approx(
+        20 - (10 + 10 * 0.15 / 0.35)
+    )
