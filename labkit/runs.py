@@ -48,6 +48,10 @@ STALE_MINUTES = 30.0
 STAMP_FORMAT = "%Y%m%d-%H%M%S"  # run folder names start with it (labkit.utils.runs.make_run_dir)
 
 
+class RunNotFound(ValueError):
+    """A run name that matches no run folder, or more than one; the message lists them."""
+
+
 @dataclass
 class RunInfo:
     """What the index knows about one run folder."""
@@ -316,8 +320,8 @@ def resolve_run(name: str, runs_dir: str | Path) -> Path:
     if len(matches) == 1:
         return matches[0]
     found = "matches " + ", ".join(str(p) for p in matches) if matches else "matches no run"
-    raise SystemExit(
-        f"error: '{name}' {found} under {runs_dir}. Name a run by its folder path or by a part "
+    raise RunNotFound(
+        f"'{name}' {found} under {runs_dir}. Name a run by its folder path or by a part "
         f"of its folder name that only it has (list them with `python -m labkit.runs`)."
     )
 
@@ -403,7 +407,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("run_b")
         parser.add_argument("--runs-dir", default=str(RUNS_DIR))
         args = parser.parse_args(argv[1:])
-        text, png = compare(args.run_a, args.run_b, args.runs_dir)
+        try:
+            text, png = compare(args.run_a, args.run_b, args.runs_dir)
+        except RunNotFound as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         print(text)
         print(f"curves: {png}")
         return 0

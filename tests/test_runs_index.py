@@ -172,12 +172,13 @@ def test_compare_figure_has_labelled_axes_and_legends(two_runs):
     plt.close(fig)
 
 
-def test_an_ambiguous_run_name_is_one_paragraph(two_runs):
+def test_an_ambiguous_run_name_is_one_paragraph(two_runs, capsys):
     root, _, _ = two_runs
-    with pytest.raises(SystemExit, match="matches .*, .*Name a run by its folder path"):
+    with pytest.raises(index.RunNotFound, match="matches .*, .*Name a run by its folder path"):
         index.resolve_run("_cnn_s", root)
-    with pytest.raises(SystemExit, match="matches no run"):
-        index.resolve_run("nothing-like-this", root)
+    assert index.main(["compare", "nothing-like-this", "_cnn_s", "--runs-dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 'nothing-like-this' matches no run") and "Traceback" not in err
 
 
 def test_an_empty_runs_dir(tmp_path, capsys):
