@@ -40,9 +40,9 @@ from labkit.rl.pg import collect_episode, reinforce_update
 from labkit.rl.replay import ReplayBuffer
 from labkit.trainers.guards import StopOnSignal, check_finite_metrics, check_finite_weights
 from labkit.trainers.rl_trainer import (
+    close_loop,
     crossings,
-    evaluate_and_log,
-    finish,
+    evaluate_and_save,
     finished_episodes,
     new_loop_state,
     read_loop_checkpoint,
@@ -128,7 +128,7 @@ def train_dqn(
 
     def save() -> None:
         check_finite_weights(state["env_steps"], q_net, target_net)
-        state["wall_time_s"] = time.perf_counter() - started
+        state["wall_time_s"] = time.perf_counter() - started  # resumed runs count on from here
         save_loop_checkpoint(
             run_dir,
             "dqn",
@@ -144,6 +144,7 @@ def train_dqn(
             generator=rng.get_state(),
         )
 
+    checkpoint = save if run_dir is not None else None
     logger = MetricsLogger(run_dir)
     budget = trainer["max_env_steps"]
     bar = tqdm(total=budget, initial=state["env_steps"], disable=not progress)
@@ -206,24 +207,12 @@ def train_dqn(
                 logger.log(now, row)
                 bar.set_postfix(eps=f"{epsilon:.2f}", loss=f"{last_update.get('td_loss', 0):.3f}")
             bar.update(now - before)
-            if crossings(before, now, trainer["eval_every"]):
-                if evaluate_and_log(greedy, cfg, now, state, logger):
-                    state["solved_at"] = state.get("solved_at") or now
-                    if cfg["eval"]["stop_when_solved"]:
-                        stopped_by = "solved"
-                        break
-            if run_dir is not None and crossings(before, now, trainer["ckpt_every"]):
-                save()
+            if evaluate_and_save(greedy, cfg, state, logger, (before, now), now, checkpoint):
+                stopped_by = "solved"
+                break
     bar.close()
-    if stop.received is not None:
-        stopped_by = stop.received
-        log.warning("%s received: stopping at %d env steps", stop.received, state["env_steps"])
-
-    if run_dir is not None:
-        save()
-    state["wall_time_s"] = time.perf_counter() - started
     envs.close()
-    return {**finish(greedy, cfg, state, logger), "stopped_by": stopped_by}
+    return close_loop(greedy, cfg, state, logger, stopped_by, stop, checkpoint, started)
 
 
 # ==============================================================================================
@@ -275,12 +264,13 @@ def train_pg(
 
     def save() -> None:
         check_finite_weights(state["env_steps"], model)
-        state["wall_time_s"] = time.perf_counter() - started
+        state["wall_time_s"] = time.perf_counter() - started  # resumed runs count on from here
         save_loop_checkpoint(
             run_dir, "pg", state, model, optimizer, cfg, env=get_env_state(env),
             generator=rng.get_state(),
         )  # fmt: skip
 
+    checkpoint = save if run_dir is not None else None
     logger = MetricsLogger(run_dir)
     budget = trainer["max_episodes"]
     bar = tqdm(total=budget, initial=state["episodes"], disable=not progress)
@@ -326,24 +316,14 @@ def train_pg(
                 logger.log(state["env_steps"], losses)
                 bar.set_postfix(ret=f"{metrics['mean_return']:.0f}", H=f"{metrics['entropy']:.2f}")
             bar.update(now - before)
-            if crossings(before, now, trainer["eval_every"]):
-                if evaluate_and_log(greedy, cfg, state["env_steps"], state, logger):
-                    state["solved_at"] = state.get("solved_at") or state["env_steps"]
-                    if cfg["eval"]["stop_when_solved"]:
-                        stopped_by = "solved"
-                        break
-            if run_dir is not None and crossings(before, now, trainer["ckpt_every"]):
-                save()
+            if evaluate_and_save(
+                greedy, cfg, state, logger, (before, now), state["env_steps"], checkpoint
+            ):
+                stopped_by = "solved"
+                break
     bar.close()
-    if stop.received is not None:
-        stopped_by = stop.received
-        log.warning("%s received: stopping at %d env steps", stop.received, state["env_steps"])
-
-    if run_dir is not None:
-        save()
-    state["wall_time_s"] = time.perf_counter() - started
     env.close()
-    return {**finish(greedy, cfg, state, logger), "stopped_by": stopped_by}
+    return close_loop(greedy, cfg, state, logger, stopped_by, stop, checkpoint, started)
 
 
 LOOPS = {"dqn": train_dqn, "pg": train_pg}

@@ -13,6 +13,7 @@ tagged with the loop's name so that one loop never resumes another's file.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -164,6 +165,46 @@ def evaluate_and_log(greedy, cfg: dict, step: int, state: dict, logger: MetricsL
         " | solved" if solved else "",
     )
     return solved
+
+
+def evaluate_and_save(
+    greedy, cfg: dict, state: dict, logger: MetricsLogger, span: tuple[int, int], step: int,
+    save: Callable[[], Any] | None,
+) -> bool:  # fmt: skip
+    """The end of a loop iteration that moved the budget counter over ``span = (before, now)``:
+    evaluate when ``trainer.eval_every`` is crossed, checkpoint when ``trainer.ckpt_every`` is.
+
+    Returns True when the policy is solved and ``eval.stop_when_solved`` ends the run; the step
+    of the first solve is kept in ``state["solved_at"]`` (and so in every later checkpoint).
+    """
+    trainer = cfg["trainer"]
+    if crossings(*span, trainer["eval_every"]) and evaluate_and_log(
+        greedy, cfg, step, state, logger
+    ):
+        state["solved_at"] = state.get("solved_at") or step
+        if cfg["eval"]["stop_when_solved"]:
+            return True
+    if save is not None and crossings(*span, trainer["ckpt_every"]):
+        save()
+    return False
+
+
+def close_loop(
+    greedy, cfg: dict, state: dict, logger: MetricsLogger, stopped_by: str, stop: Any,
+    save: Callable[[], Any] | None, started: float,
+) -> dict[str, Any]:  # fmt: skip
+    """After the loop: note a signal, write the last checkpoint, evaluate, summarise.
+
+    ``stop`` is the loop's :class:`labkit.trainers.guards.StopOnSignal`; ``started`` the
+    ``time.perf_counter()`` the wall clock counts from (earlier parts of a resumed run included).
+    """
+    if stop.received is not None:
+        stopped_by = stop.received
+        log.warning("%s received: stopping at %d env steps", stop.received, state["env_steps"])
+    if save is not None:
+        save()
+    state["wall_time_s"] = time.perf_counter() - started
+    return {**finish(greedy, cfg, state, logger), "stopped_by": stopped_by}
 
 
 def finish(greedy, cfg: dict, state: dict, logger: MetricsLogger) -> dict[str, Any]:
