@@ -4,7 +4,8 @@ NOTEBOOKS := $(wildcard notebooks/[0-9]*.py)
 NB ?= 00_pytorch_warmup
 PARAMS ?=
 PHASE ?= p00
-export MPLBACKEND := Agg
+# No MPLBACKEND here: exported, it would reach the Jupyter kernels of `make lab` and `make rerun`
+# and turn every plot into text. Only the unit tests draw headless (Agg).
 
 .PHONY: help setup test unit nbtest notebooks lint format tb lab rerun done bench doctor runs clean
 
@@ -29,15 +30,17 @@ test: unit nbtest
 # Tests run single-threaded: their tiny models gain nothing from intra-op threads, and on a busy
 # 2-core machine torch's thread hand-offs can make a step 10x slower.
 unit:
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
+	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 # The .py files are the reviewed source; the paired .ipynb must match them (tests/test_notebooks.py).
+# The kernel draws as in Jupyter (inline); tests/test_papermill.py checks that the plots are there.
 nbtest:
 	LABKIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=300 notebooks/*.ipynb
 
+# --set-kernel: every pair names the "Python (labkit)" kernel, so Jupyter opens it without asking.
 notebooks:
-	$(PY) -m jupytext --to ipynb $(NOTEBOOKS)
+	$(PY) -m jupytext --to ipynb --set-kernel labkit $(NOTEBOOKS)
 
 lint:
 	bash scripts/lint.sh
@@ -53,7 +56,7 @@ lab:
 
 rerun:
 	mkdir -p runs/notebooks
-	$(PY) -m papermill -k python3 --language python notebooks/$(NB).ipynb runs/notebooks/$(NB)-$$(date +%Y%m%d-%H%M%S).ipynb $(PARAMS)
+	$(PY) -m papermill -k labkit --language python notebooks/$(NB).ipynb runs/notebooks/$(NB)-$$(date +%Y%m%d-%H%M%S).ipynb $(PARAMS)
 
 done:
 	$(PY) -m labkit.done $(PHASE)

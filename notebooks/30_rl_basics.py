@@ -1,5 +1,40 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python (labkit)
+#     language: python
+#     name: labkit
+# ---
+
 # %% [markdown]
 # # P30 — RL basics: DQN and REINFORCE on CartPole
+#
+# **Objective.** Write a TD target and discounted returns from memory, say why DQN needs replay
+# and a target network, say what a baseline does to a policy gradient, watch an agent before
+# and after training, and recognise the usual ways RL training fails from their learning
+# curves.
+#
+# **Done when** (ROADMAP.md, P30) — check with `python -m labkit.done p30`: each method solves
+# CartPole-v1 (greedy mean return ≥ 475 over 100 episodes) in ≥ 2 of 3 seeds, DQN within 50k
+# env steps and REINFORCE within 500 episodes; the failure modes (no target network, no replay,
+# no baseline, reward ×100, too little exploration) are each one config override, shown side by
+# side with the working config.
+#
+# **Run time** ("Run all", defaults): the quick version, 230 s on the lab's 2-core CI machine
+# (one torch thread, load average ≈ 7 from other jobs); 60 s once a full run has left its
+# results. The full version (`full = True`: 3 seeds, every failure mode with the working
+# config's budget) takes about 16 minutes there; run it headless once —
+# `make rerun NB=30_rl_basics PARAMS="-p full True"` — and every later "Run all" reads its
+# results. Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 40 s. GPU: not needed (a
+# 2-layer MLP on 4 numbers; the GPU's launch overhead makes it slower).
+#
+# **Reference numbers** (`python -m labkit.done p30`, seeds 1-3, one CPU thread):
+#
+# | | solves CartPole-v1 | time |
+# |---|---|---|
+# | DQN (Double DQN, replay, target network) | 3/3 seeds, in 2k-12k env steps | ~1 min for all six runs |
+# | REINFORCE + value baseline | 3/3 seeds, in 160-210 episodes | (with DQN) |
+# | GTX 1060 | not measured (CPU work) | — |
 #
 # Two ways to learn to balance a pole from nothing but a reward of +1 per step: learn how good
 # each action is (DQN, value-based), or push up the probability of actions that led to high
@@ -16,59 +51,102 @@
 # | the training loops | `labkit.rl.loops` (`train_dqn`, `train_pg`) |
 # | what every RL loop shares (evaluation, logging, checkpoints) | `labkit.trainers.rl_trainer` |
 # | several seeds, failure modes, curves | `labkit.rl.task` |
-#
-# What you should be able to do afterwards: write a TD target and discounted returns from memory,
-# say why DQN needs replay and a target network, say what a baseline does to a policy gradient,
-# and recognise the usual ways RL training fails from their learning curves.
+# | drawing CartPole, episode GIFs | `labkit.rl.render` |
 #
 # Headless equivalent: `python -m labkit.train p30_dqn` (or `p30_pg`); a failure mode is one
 # override, e.g. `python -m labkit.train p30_dqn dqn.target_network=false`.
-# `python -m labkit.done p30` checks that both solve CartPole-v1.
-# With the settings below the notebook takes about 6 minutes on one CPU core (smoke: ~20 s).
 
 # %% tags=["parameters"]
 smoke = False  # True: the tiny setting `make test` uses (set LABKIT_SMOKE=1 for the same)
+full = False  # True: run the full comparison below and keep its results for later runs
 seeds = [1, 2, 3]  # RL results vary a lot by seed: never trust one run
-dqn_env_steps = 50_000  # budgets; runs stop as soon as they are solved
-pg_episodes = 500
-failure_seeds = [1, 2, 3]
-failure_dqn_env_steps = 15_000  # shorter budgets for the broken variants (most never solve)
-failure_pg_episodes = 300
+dqn_env_steps = 15_000  # budgets, the same for the working config and every broken variant;
+pg_episodes = 300  # runs stop as soon as they are solved
+quick_seeds = [1, 2]  # the quick version (no full results yet): section 5's seeds, and
+quick_dqn_failure = (1, 4000)  # (seed, budget) of its DQN failure-mode runs
+quick_pg_failure = (2, 200)  # (seed, budget) of its REINFORCE failure-mode runs
 dqn_eval_every = 1000  # env steps between greedy evaluations (the curves' resolution)
 pg_eval_every = 10  # episodes between greedy evaluations
 
 # %%
+# %matplotlib inline
 import inspect
+import json
 import logging
 import os
+import tempfile
+import textwrap
+import time
+from pathlib import Path
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import Image, display
 
+import labkit
 from labkit.rl.dqn import dqn_update
 from labkit.rl.envs import make_env
 from labkit.rl.losses import discounted_returns, td_targets
-from labkit.rl.networks import ActorCritic
+from labkit.rl.networks import ActorCritic, QNetwork
 from labkit.rl.pg import collect_episode, reinforce_update
+from labkit.rl.render import cartpole_frame, encode_gif, episode_frames, play_episode
 from labkit.rl.task import FAILURE_MODES, eval_curves, run_failure_mode, run_seeds
-from labkit.trainers.rl_trainer import evaluate_policy
+from labkit.trainers.rl_trainer import evaluate_policy, read_loop_checkpoint
 from labkit.utils.config import apply_overrides, load_config
-from labkit.utils.exercise import check_exercise
+from labkit.utils.exercise import Case, check_exercise
+from labkit.utils.runs import make_run_dir
 
 smoke = smoke or os.environ.get("LABKIT_SMOKE") == "1"
 if smoke:
-    seeds, failure_seeds = [1, 2], [1]
-    dqn_env_steps = failure_dqn_env_steps = 1500
-    pg_episodes = failure_pg_episodes = 20
+    full, seeds, quick_seeds = False, [1, 2], [1, 2]
+    dqn_env_steps, pg_episodes = 1500, 20
+    quick_dqn_failure, quick_pg_failure = (1, 1500), (1, 20)
     dqn_eval_every, pg_eval_every = 250, 5
 torch.set_num_threads(1)  # a 2-layer MLP on 4 numbers: threads only add overhead
 logging.getLogger("labkit").setLevel(logging.WARNING)  # no per-evaluation lines: we plot them
+ROOT = Path(labkit.__file__).resolve().parents[1]
+# A fresh folder for every run of the notebook: runs/p30_rl_notebook/<time>_notebook_s<seed>
+RUNS = make_run_dir(
+    {"experiment": "p30_rl_notebook", "name": "notebook", "seed": seeds[0]},
+    Path(tempfile.mkdtemp()) if smoke else ROOT / "runs",
+)
+# The full comparison's results, kept across runs (never read in smoke mode).
+FULL_RESULTS = ROOT / "runs" / "p30_rl_notebook" / "full_results"
+settings = dict(seeds=seeds, dqn_env_steps=dqn_env_steps, pg_episodes=pg_episodes,
+                dqn_eval_every=dqn_eval_every, pg_eval_every=pg_eval_every)  # fmt: skip
+saved = None
+if not (smoke or full) and (FULL_RESULTS / "results.json").is_file():
+    saved = json.loads((FULL_RESULTS / "results.json").read_text())
+    if saved["settings"] != settings:
+        print(f"{FULL_RESULTS} holds results for other settings ({saved['settings']}): not used")
+        saved = None
+version = "full" if full else "saved full results" if saved else "quick"
+if version == "quick":
+    seeds = quick_seeds
 dqn_cfg = apply_overrides(load_config("p30_dqn"), [f"trainer.eval_every={dqn_eval_every}"])
 pg_cfg = apply_overrides(load_config("p30_pg"), [f"trainer.eval_every={pg_eval_every}"])
-print(
-    f"smoke={smoke}, seeds {seeds}, DQN budget {dqn_env_steps} env steps, PG {pg_episodes} episodes"
-)
+notebook_start = time.perf_counter()
+print(f"smoke={smoke}, version: {version}, seeds {seeds}, budgets: DQN {dqn_env_steps:,} env "
+      f"steps, REINFORCE {pg_episodes} episodes; this run's folder: {RUNS}")  # fmt: skip
+if version == "quick":
+    print("Quick version. For the full comparison run once, headless (about 16 min on 2 CPU "
+          'cores): make rerun NB=30_rl_basics PARAMS="-p full True"')  # fmt: skip
+
+
+def to_json(obj):
+    """numpy numbers in run summaries -> plain Python, for json.dumps."""
+    return obj.item() if hasattr(obj, "item") else str(obj)
+
+
+def slim(summaries):
+    """Run summaries without the per-row metrics, except the Q values section 6 plots."""
+    return [
+        {**s, "metrics": [row for row in s["metrics"] if "losses/q_values" in row]}
+        for s in summaries
+    ]
+
 
 # %% [markdown]
 # ## 1. The MDP
@@ -106,8 +184,13 @@ print(
 # ### Exercise: discounted returns
 # G_t = r_t + γ (1 − done_t) G_{t+1}, computed backwards in one pass. `done_t` = 1 marks the last
 # step of an episode, so that when several episodes are laid end to end one episode's return
-# does not leak into the previous one. Write `my_discounted_returns(rewards, gamma, dones)` for
-# rewards and dones of shape [T]; delete the line that binds the reference to check your own.
+# does not leak into the previous one. Write
+#
+# `my_discounted_returns(rewards [T], gamma, dones [T]) -> returns [T]` (float)
+#
+# The checker tries γ = 0 (G = r), γ = 1 (plain sums), an episode end at the last step, every
+# step an episode end, a single step, and random rewards. Delete the line that binds the
+# reference to check your own; an unfinished stub just prints "not implemented yet".
 
 
 # %%
@@ -126,7 +209,21 @@ def returns_inputs(trial_seed):
     return rewards, 0.9, dones
 
 
-check_exercise(my_discounted_returns, discounted_returns, returns_inputs)
+ones, steps = torch.ones(5), torch.arange(1.0, 6.0)
+returns_cases = [
+    Case((steps, 0.0, torch.zeros(5)), "γ = 0"),
+    Case((steps, 1.0, torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0])), "γ = 1, two episodes"),
+    Case((ones, 0.5, torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0])), "episode ends at the last step"),
+    Case((steps, 0.9, torch.ones(5)), "every step ends an episode"),
+    Case((torch.tensor([2.0]), 0.9, torch.zeros(1)), "a single step"),
+]
+check_exercise(
+    my_discounted_returns,
+    discounted_returns,
+    returns_inputs,
+    cases=returns_cases,
+    expects="my_discounted_returns(rewards [T], gamma, dones [T]) -> returns [T]",
+)
 # A hand-checked case: three rewards of 1 with γ = 0.5: G = [1 + 0.5·1.5, 1 + 0.5·1, 1].
 print(discounted_returns(torch.ones(3), 0.5))
 
@@ -151,8 +248,12 @@ print(inspect.getsource(td_targets))
 
 # %% [markdown]
 # ### Exercise: the TD target
-# Write the plain DQN target `my_td_targets(rewards, next_q_target, terminated, gamma)`:
-# rewards [B], next_q_target [B, N] = Q(s', ·; θ⁻), terminated [B] → targets [B].
+# Write the plain DQN target (no Double DQN):
+#
+# `my_td_targets(rewards [B], next_q_target [B, N], terminated [B], gamma) -> targets [B]`
+#
+# with next_q_target = Q(s', ·; θ⁻) and terminated 1.0 where s' is terminal. The checker tries
+# every transition terminal, none terminal, tied Q values, γ = 0, and random batches.
 
 
 # %%
@@ -172,7 +273,19 @@ def td_inputs(trial_seed):
     return rewards, next_q_target, terminated, 0.99
 
 
-check_exercise(my_td_targets, td_targets, td_inputs)
+tied = torch.tensor([[1.0, 1.0], [3.0, 3.0], [-2.0, -2.0]])  # [B, N], equal action values
+td_cases = [
+    Case((torch.ones(3), tied, torch.ones(3), 0.99), "every s' terminal"),
+    Case((torch.ones(3), tied, torch.zeros(3), 0.99), "no s' terminal, tied Q values"),
+    Case((torch.tensor([1.0, -1.0, 0.5]), tied, torch.zeros(3), 0.0), "γ = 0"),
+]
+check_exercise(
+    my_td_targets,
+    td_targets,
+    td_inputs,
+    cases=td_cases,
+    expects="my_td_targets(rewards [B], next_q_target [B, N], terminated [B], gamma) -> [B]",
+)
 # Hand-checked: r = 1, Q(s', ·) = [2, 5], γ = 0.9 -> 1 + 0.9·5 = 5.5, or 1 when s' is terminal.
 print(
     td_targets(torch.ones(2), torch.tensor([[2.0, 5.0], [2.0, 5.0]]), torch.tensor([0.0, 1.0]), 0.9)
@@ -251,11 +364,21 @@ print(f"cosine between the two mean gradients: {cosine:.3f}")
 # Both algorithms with the shipped configs, once per seed. Each curve is the greedy policy's
 # mean return (argmax Q, or argmax of the logits) at regular evaluations; a run stops when a
 # quick evaluation reaches 475 and a 100-episode evaluation confirms it, and its curve stays at
-# its last value from then on. Thin lines are single seeds; the band spans min to max.
+# its last value from then on. Thin lines are single seeds; the band spans min to max. (The
+# quick version runs two seeds; the full one three.)
 
 # %%
-dqn_runs = run_seeds(dqn_cfg, seeds, [f"trainer.max_env_steps={dqn_env_steps}"])
-pg_runs = run_seeds(pg_cfg, seeds, [f"trainer.max_episodes={pg_episodes}"])
+start = time.perf_counter()
+if saved:
+    dqn_runs, pg_runs = saved["dqn_runs"], saved["pg_runs"]
+    print(f"read from {FULL_RESULTS} (written {saved['written']})")
+else:
+    # Run folders with checkpoints: section 7 plays the trained DQN agent back.
+    dqn_runs = run_seeds(dqn_cfg, seeds, [f"trainer.max_env_steps={dqn_env_steps}"],
+                         run_root=RUNS / "dqn")  # fmt: skip
+    pg_runs = run_seeds(pg_cfg, seeds, [f"trainer.max_episodes={pg_episodes}"],
+                        run_root=RUNS / "pg")  # fmt: skip
+    print(f"{2 * len(seeds)} runs in {time.perf_counter() - start:.0f} s")
 for label, runs in (("DQN", dqn_runs), ("REINFORCE", pg_runs)):
     for s in runs:
         verdict = "solved" if s["solved"] else "not solved"
@@ -295,63 +418,111 @@ plt.show()
 
 # %% [markdown]
 # ## 6. Failure modes, side by side
-# Each broken variant is one config override (`FAILURE_MODES` lists them); the same seeds train
-# the working config for reference. Shorter budgets than above: most broken runs never solve.
+# Each broken variant is one config override (`FAILURE_MODES` lists them), trained on the same
+# seeds with **the same budget** as the working config — and the working config solves every
+# one of those seeds within it, so a broken curve below the blue band is the bug's doing, not a
+# short budget. The working curves are section 5's runs (a run stops once solved, so its budget
+# only caps it). The quick version runs one seed per algorithm (the one its working config
+# solves soonest: seed 1 for DQN, seed 2 for REINFORCE) with a short budget; the full version
+# runs every seed of section 5 with its budget.
 
 # %%
 for name, mode in FAILURE_MODES.items():
     print(f"{name:24s} {' '.join(mode.overrides)}")
 
 # %%
-# Overrides for both variants: the evaluation period and the shorter budget.
-settings = {
-    "p30_dqn": [
-        f"trainer.eval_every={dqn_eval_every}",
-        f"trainer.max_env_steps={failure_dqn_env_steps}",
-    ],
-    "p30_pg": [
-        f"trainer.eval_every={pg_eval_every}",
-        f"trainer.max_episodes={failure_pg_episodes}",
-    ],
+if version == "quick":
+    plan = {"p30_dqn": ([quick_dqn_failure[0]], quick_dqn_failure[1]),
+            "p30_pg": ([quick_pg_failure[0]], quick_pg_failure[1])}  # fmt: skip
+else:
+    plan = {"p30_dqn": (seeds, dqn_env_steps), "p30_pg": (seeds, pg_episodes)}
+budget_keys = {"p30_dqn": "trainer.max_env_steps", "p30_pg": "trainer.max_episodes"}
+section5 = {"p30_dqn": dqn_runs, "p30_pg": pg_runs}
+working = {
+    config: [s for s in section5[config] if s["seed"] in failure_seeds]
+    for config, (failure_seeds, _) in plan.items()
 }
-# The working runs are the same for every failure mode of one algorithm: train them once.
-working = {config: run_seeds(config, failure_seeds, extra) for config, extra in settings.items()}
-failures = {
-    name: run_failure_mode(name, failure_seeds, overrides=settings[mode.config], with_working=False)
-    for name, mode in FAILURE_MODES.items()
-}
+# The comparison is fair only if the working config solved every seed within the shared budget.
+for config, (_, budget) in plan.items():
+    unit = "env_steps" if config == "p30_dqn" else "episodes"
+    for s in working[config]:
+        fair = s["solved"] and s[unit] <= budget
+        print(f"{config} seed {s['seed']}: working config "
+              + (f"solved after {s[unit]:,} {unit.replace('_', ' ')} (budget {budget:,})" if fair
+                 else f"did NOT solve within the budget {budget:,}: this comparison is not fair"))  # fmt: skip
+
+start = time.perf_counter()
+if saved:
+    failures = saved["failures"]
+else:
+    failures = {}
+    for name, mode in FAILURE_MODES.items():
+        failure_seeds, budget = plan[mode.config]
+        overrides = [f"trainer.eval_every={dqn_eval_every if mode.config == 'p30_dqn' else pg_eval_every}",
+                     f"{budget_keys[mode.config]}={budget}"]  # fmt: skip
+        result = run_failure_mode(name, failure_seeds, overrides=overrides, with_working=False)
+        failures[name] = result["summaries"]["broken"]
+    print(f"{sum(len(v) for v in failures.values())} broken runs in "
+          f"{time.perf_counter() - start:.0f} s")  # fmt: skip
+if full and not smoke:  # keep the full results: every later "Run all" reads them
+    FULL_RESULTS.mkdir(parents=True, exist_ok=True)
+    results = dict(settings=settings, written=time.strftime("%Y-%m-%d %H:%M"),
+                   dqn_runs=slim(dqn_runs), pg_runs=slim(pg_runs),
+                   failures={k: slim(v) for k, v in failures.items()})  # fmt: skip
+    (FULL_RESULTS / "results.json").write_text(json.dumps(results, default=to_json))
+    agent = read_loop_checkpoint(RUNS / "dqn" / f"s{seeds[0]}")  # the agent section 7 plays
+    torch.save(agent["model"], FULL_RESULTS / "dqn_agent.pt")
+    print(f"full results written to {FULL_RESULTS}")
+
+# %% [markdown]
+# What to look for in each panel (red: broken, blue: working; the captions repeat it):
 
 # %%
-fig, axes = plt.subplots(2, 4, figsize=(16, 7))
-for ax, (name, result) in zip(axes.flat, failures.items()):
-    config = result["mode"].config
-    grid, curves = eval_curves(working[config], result["x"])
-    plot_band(ax, grid, curves, "working", "tab:blue")
-    plot_band(ax, result["grid"], result["broken"], "broken", "tab:red")
+LOOK_FOR = {
+    "dqn_no_target_network": "the red curve collapses or never rises: Q chases its own target "
+    "(the Q plot below shows values running away)",
+    "dqn_no_replay": "red rises, then falls again: it learns something and forgets it, since "
+    "every update sees only the newest transitions",
+    "dqn_rewards_x100": "red stays low or creeps up late: Q must climb 100x higher with "
+    "clipped, learning-rate-sized steps",
+    "dqn_little_exploration": "red is slower and less reliable, not hopeless: CartPole's random "
+    "start states explore a little for free",
+    "pg_no_baseline": "red learns slower and spreads more across seeds: an unbiased but noisy "
+    "gradient",
+    "pg_rewards_x100": "red stalls low: huge advantages and value loss, then clipping turns "
+    "each update into a fixed-size noisy step",
+    "pg_little_exploration": "red flattens early: π becomes nearly deterministic before it "
+    "has found good behaviour, and log π stops giving gradient",
+}
+fig, axes = plt.subplots(2, 4, figsize=(18, 9.5))
+for ax, (name, broken) in zip(axes.flat, failures.items()):
+    mode = FAILURE_MODES[name]
+    x = "env_steps" if mode.config == "p30_dqn" else "episodes"
+    grid, curves = eval_curves(working[mode.config] + broken, x)  # one grid for both
+    n = len(working[mode.config])
+    plot_band(ax, grid, curves[:n], "working", "tab:blue")
+    plot_band(ax, grid, curves[n:], "broken", "tab:red")
     ax.axhline(475, color="gray", ls="--", lw=1)
-    ax.set(
-        title=f"{name}\n{' '.join(result['mode'].overrides)}",
-        xlabel=result["x"].replace("_", " "),
-        ylabel="greedy return",
-        ylim=(0, 520),
-    )
-    ax.title.set_fontsize(8)
-    ax.legend(loc="upper left", fontsize=7)
+    ax.set(xlabel=x.replace("_", " "), ylabel="greedy return", ylim=(0, 520))
+    ax.set_title(f"{name}\n{' '.join(mode.overrides)}", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.text(0.5, -0.2, "\n".join(textwrap.wrap("Look for: " + LOOK_FOR[name], 48)),
+            transform=ax.transAxes, ha="center", va="top", fontsize=8.5)  # fmt: skip
 axes.flat[-1].axis("off")
-plt.tight_layout()
+fig.subplots_adjust(hspace=0.75, wspace=0.3)
 plt.show()
 
-for name, result in failures.items():
-    broken = result["summaries"]["broken"]
+for name, broken in failures.items():
     solved = sum(s["solved"] for s in broken)
     finals = ", ".join(f"{s['final_eval_mean_return']:.0f}" for s in broken)
     print(f"{name:24s} solved {solved}/{len(broken)}; final greedy returns {finals}")
-    print(f"{'':24s} why: {result['mode'].why}")
+    print(f"{'':24s} why: {FAILURE_MODES[name].why}")
 
 # %% [markdown]
 # The deadly triad is visible in the Q values themselves. A CartPole return is at most
 # Σ γ^t ≈ 100 with γ = 0.99, so a Q value far above 100 is an estimate that has lost touch with
-# any reward. The trainer logs the batch mean of Q(s, a) as `losses/q_values`:
+# any reward. The trainer logs the batch mean of Q(s, a) as `losses/q_values`. (Log scale: every
+# value here is positive, since every reward is +1.)
 
 
 # %%
@@ -361,25 +532,26 @@ def q_value_curve(summary):
     return [row["step"] for row in rows], [row["losses/q_values"] for row in rows]
 
 
-plt.figure(figsize=(6, 3.5))
+plt.figure(figsize=(6.5, 3.8))
 for summaries, color, label in (
     (working["p30_dqn"], "tab:blue", "with target network"),
-    (failures["dqn_no_target_network"]["summaries"]["broken"], "tab:red", "without"),
+    (failures["dqn_no_target_network"], "tab:red", "without"),
 ):
     for i, summary in enumerate(summaries):
         plt.plot(*q_value_curve(summary), ".-", color=color, label=label if i == 0 else None)
 plt.axhline(100, color="gray", ls="--", lw=1, label="largest true value (≈ 100)")
-plt.yscale("symlog")
+plt.yscale("log")
+plt.ylim(bottom=0.5)
 plt.xlabel("env steps")
-plt.ylabel("mean Q(s, a) of a batch")
+plt.ylabel("mean Q(s, a) of a batch (log scale)")
 plt.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
 # What each curve shows (the full-budget run; smoke settings are too short to tell):
 # - **No target network (deadly triad).** Bootstrapping from the network being trained, 128
-#   updates in a row chase their own targets; Q values run away (millions, for a value of at
-#   most 100) and the greedy policy collapses to one action — return ≈ 9, worse than random.
+#   updates in a row chase their own targets; Q values run away (far above the at most 100 a
+#   return can be worth) and the greedy policy collapses to one action — worse than random.
 # - **No replay (a 64-transition buffer).** Every update sees the latest, highly correlated
 #   transitions over and over; the agent learns something, then forgets it: returns rise and
 #   fall and rarely reach 475.
@@ -402,6 +574,82 @@ plt.show()
 #   deterministic within a few updates; once π(a|s) ≈ 1, ∇ log π ≈ 0 and it stops learning.
 
 # %% [markdown]
+# ## 7. Watch the agent: before and after training
+# Numbers hide what a policy does. Below, the greedy DQN agent of section 5's first seed plays one
+# episode from the same start state before training (random weights) and after. Frames are
+# drawn from the state alone with OpenCV (`labkit.rl.render`): the cart, the pole, the ±12°
+# the pole may lean (dashed red), the track's ends (red) and the push the agent chose (blue
+# arrow). The GIFs are also saved into this run's folder.
+
+# %%
+obs_dim, num_actions = 4, 2
+torch.manual_seed(seeds[0])
+untrained = QNetwork(obs_dim, num_actions, dqn_cfg["dqn"]["hidden"])  # random weights
+trained = QNetwork(obs_dim, num_actions, dqn_cfg["dqn"]["hidden"])
+if saved:
+    trained.load_state_dict(torch.load(FULL_RESULTS / "dqn_agent.pt", weights_only=True))
+else:
+    trained.load_state_dict(read_loop_checkpoint(RUNS / "dqn" / f"s{seeds[0]}")["model"])
+agents = {"untrained": untrained.eval(), "trained": trained.eval()}
+episodes = {
+    name: play_episode(
+        lambda obs, q=q: q(obs).argmax(-1), seed=123, max_steps=60 if smoke else None
+    )
+    for name, q in agents.items()
+}
+for name, episode in episodes.items():
+    every = max(len(episode.states) // 120, 1)  # at most ~120 frames a GIF
+    frames = episode_frames(episode, label=name, every=every, width=360, height=180)
+    gif = encode_gif(frames, fps=25)
+    (RUNS / f"cartpole_{name}.gif").write_bytes(gif)
+    ending = "hit the 500-step limit" if episode.truncated else "the pole fell or the cart left"
+    print(f"{name}: return {episode.total_return:.0f}, {ending} ({len(frames)} frames shown)")
+    display(Image(data=gif, format="gif"))
+
+# %% [markdown]
+# Play it back yourself (in Jupyter): pick the agent and move through the episode; the bars
+# are the two Q values in that state, and the agent pushes towards the larger. The strip
+# underneath is the same, fixed, for a headless run.
+
+
+# %%
+def show_step(agent="trained", t=0):
+    """Frame t of an agent's episode next to its Q values there."""
+    episode = episodes[agent]
+    t = min(t, len(episode.states) - 1)
+    action = int(episode.actions[t]) if t < len(episode.actions) else None
+    with torch.no_grad():
+        q = agents[agent](torch.as_tensor(episode.states[t])[None])[0]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 2.6), width_ratios=[3, 1])
+    ax1.imshow(cartpole_frame(episode.states[t], action=action,
+                              caption=f"{agent}, step {t} of {len(episode.actions)}"))  # fmt: skip
+    ax1.axis("off")
+    ax2.bar(["left", "right"], q.numpy(), color=["tab:blue", "tab:orange"])
+    ax2.set_title("Q(s, ·)", fontsize=9)
+    plt.tight_layout()
+    plt.show()
+
+
+longest = max(len(e.states) for e in episodes.values()) - 1
+display(
+    widgets.interactive(
+        show_step,
+        agent=widgets.ToggleButtons(options=list(agents), value="trained"),
+        t=widgets.IntSlider(0, min=0, max=longest, step=1, continuous_update=False),
+    )
+)
+fig, axes = plt.subplots(2, 5, figsize=(16, 3.6))
+for row, (name, episode) in enumerate(episodes.items()):
+    picks = np.linspace(0, len(episode.states) - 1, 5).round().astype(int)
+    for ax, t in zip(axes[row], picks, strict=True):
+        action = int(episode.actions[t]) if t < len(episode.actions) else None
+        ax.imshow(cartpole_frame(episode.states[t], action=action, caption=f"{name}, step {t}"))
+        ax.axis("off")
+plt.tight_layout()
+plt.show()
+print(f"notebook run time: {time.perf_counter() - notebook_start:.0f} s")
+
+# %% [markdown]
 # ## What to remember
 # - DQN regresses Q(s, a) on y = r + γ (1 − terminated) max Q(s', ·; θ⁻); truncation is not
 #   termination.
@@ -409,4 +657,6 @@ plt.show()
 #   either away and the deadly triad shows.
 # - A policy gradient is unbiased with any action-independent baseline; a good baseline (V(s))
 #   cuts its variance, and normalised advantages make the step size independent of reward scale.
-# - RL curves vary wildly by seed: compare variants over several seeds, with bands.
+# - RL curves vary wildly by seed: compare variants over several seeds, with bands, and give
+#   the broken variant the budget the working one needs.
+# - Watch the agent: a return is one number, an episode shows *how* it balances (or fails).

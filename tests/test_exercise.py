@@ -1,6 +1,18 @@
+"""The exercise checker, and every exercise of the notebooks run with an unfinished stub, a wrong
+answer and the reference."""
+
+import contextlib
+import io
+import os
+import re
+from pathlib import Path
+
+import jupytext
+import matplotlib.pyplot as plt
+import pytest
 import torch
 
-from labkit.utils.exercise import check_exercise
+from labkit.utils.exercise import NOT_IMPLEMENTED, Case, check_exercise
 
 
 def reference(x):
@@ -32,3 +44,195 @@ def test_wrong_shape_and_exceptions_are_reported(capsys):
     assert "expected shape (6,)" in capsys.readouterr().out
     assert not check_exercise(lambda x: 1 / 0, reference, make_inputs)
     assert "ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_an_unfinished_stub_is_not_implemented_yet_not_a_crash(capsys):
+    def stub(x): ...
+
+    def raises(x):
+        raise NotImplementedError
+
+    for unfinished in (stub, raises):
+        assert not check_exercise(unfinished, reference, make_inputs, expects="f(x [N]) -> [N]")
+        out = capsys.readouterr().out
+        assert NOT_IMPLEMENTED in out and "expected: f(x [N]) -> [N]" in out
+
+
+def test_a_none_inside_an_observed_answer_is_reported_not_raised(capsys):
+    # The 00 bug: observe() wraps the step's None loss in a dict, and float(None) crashed.
+    def observe(args, loss):
+        return {"loss": loss, "x": args[0]}
+
+    assert not check_exercise(lambda x: "1.0", lambda x: 1.0, make_inputs, observe=observe)
+    assert "expected a number" in capsys.readouterr().out
+    assert not check_exercise(lambda x: None, lambda x: 1.0, make_inputs, observe=observe)
+    assert NOT_IMPLEMENTED in capsys.readouterr().out
+
+
+def test_cases_come_first_and_are_named(capsys):
+    def wrong_on_empty(x):
+        return x.cumsum(0) if len(x) else torch.zeros(1)
+
+    cases = [Case((torch.zeros(0),), "empty input")]
+    assert check_exercise(wrong_on_empty, reference, make_inputs)  # random inputs miss it
+    capsys.readouterr()
+    assert not check_exercise(wrong_on_empty, reference, make_inputs, cases=cases)
+    assert "case 'empty input'" in capsys.readouterr().out
+
+
+def test_calls_repeats_on_the_same_inputs(capsys):
+    # A step that forgets to reset its state only differs on the second call.
+    def counter(state):
+        state["n"] = state.get("n", 0) + 1
+        return state["n"]
+
+    def forgets(state):
+        state["n"] = state.get("n", 0) + 1
+        return 1
+
+    def inputs(_seed):
+        return ({},)
+
+    assert check_exercise(forgets, counter, inputs)
+    capsys.readouterr()
+    assert not check_exercise(forgets, counter, inputs, calls=2)
+    assert "output[1]" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# Every exercise in the notebooks, run as a learner would meet it
+
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.py"))
+BINDING = re.compile(r"^(my_\w+) = (\w+)  # delete this line.*$", re.MULTILINE)
+
+
+def _nms_at_or_above(boxes, scores, iou_threshold):
+    """NMS that suppresses at IoU >= threshold instead of > threshold."""
+    from labkit.detection.boxes import box_iou
+
+    order = torch.sort(scores, descending=True, stable=True).indices
+    keep = []
+    for i in order.tolist():
+        if all(box_iou(boxes[i : i + 1], boxes[j : j + 1]).item() < iou_threshold for j in keep):
+            keep.append(i)
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def _iou_without_clamp(boxes1, boxes2):
+    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    inter = (rb - lt).prod(-1)  # negative widths times negative heights: positive "overlap"
+    area1 = (boxes1[:, 2:] - boxes1[:, :2]).prod(-1)
+    area2 = (boxes2[:, 2:] - boxes2[:, :2]).prod(-1)
+    return inter / (area1[:, None] + area2[None, :] - inter)
+
+
+def _returns_ignoring_dones(rewards, gamma, dones):
+    out, running = torch.zeros_like(rewards), 0.0
+    for t in reversed(range(len(rewards))):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
+
+
+def _td_ignoring_terminal(rewards, next_q_target, terminated, gamma):
+    return rewards + gamma * next_q_target.max(dim=1).values
+
+
+def _step_without_zero_grad(model, optimizer, batch, loss_fn):
+    loss = loss_fn(model, batch)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+WRONG = {
+    "my_train_step": _step_without_zero_grad,
+    "my_box_iou": _iou_without_clamp,
+    "my_nms": _nms_at_or_above,
+    "my_discounted_returns": _returns_ignoring_dones,
+    "my_td_targets": _td_ignoring_terminal,
+}
+
+
+def _magics_commented(source):
+    return re.sub(r"^%", "# %", source, flags=re.MULTILINE)  # IPython magics are not Python
+
+
+def _exercises():
+    """(notebook, exercise name, cells before it, exercise cell) for every exercise cell."""
+    found = []
+    for path in NOTEBOOKS:
+        cells = [c.source for c in jupytext.read(path).cells if c.cell_type == "code"]
+        for i, cell in enumerate(cells):
+            match = BINDING.search(cell)
+            if match and "check_exercise(" in cell:
+                found.append((path.name, match.group(1), i, cell))
+    return found
+
+
+EXERCISES = _exercises()
+
+
+def test_every_exercise_of_00_10_30_has_a_wrong_version_here():
+    mine = [name for nb, name, _, _ in EXERCISES if nb[:2] in ("00", "10", "30")]
+    assert sorted(mine) == sorted(WRONG)
+
+
+@pytest.fixture(scope="module")
+def namespaces(tmp_path_factory):
+    """For each exercise, the notebook's namespace just before its cell: the code cells before
+    it run once, in order, in smoke mode, as "Run all" would."""
+    os.environ["LABKIT_SMOKE"] = "1"
+    spaces = {}
+    try:
+        for path in NOTEBOOKS:
+            mine = [(name, i) for nb, name, i, _ in EXERCISES if nb == path.name]
+            if not mine:
+                continue
+            cells = [c.source for c in jupytext.read(path).cells if c.cell_type == "code"]
+            space, done = {"__name__": "__main__"}, 0
+            for name, index in mine:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    for cell in cells[done:index]:
+                        exec(compile(_magics_commented(cell), path.name, "exec"), space)
+                spaces[(path.name, name)] = dict(space)
+                done = index
+    finally:
+        del os.environ["LABKIT_SMOKE"]
+        plt.close("all")
+    return spaces
+
+
+def _run_exercise(space, source, replacement):
+    """Run the exercise cell with its binding line replaced; return what it printed."""
+    cell = BINDING.sub(replacement, source)
+    out = io.StringIO()
+    wrong = {f.__name__: f for f in WRONG.values()}
+    with contextlib.redirect_stdout(out):
+        exec(compile(cell, "exercise", "exec"), dict(space, **wrong))
+    return out.getvalue()
+
+
+CELLS = [(nb, name, src) for nb, name, _, src in EXERCISES]
+
+
+@pytest.mark.parametrize("notebook,name,source", CELLS, ids=lambda v: v if len(v) < 40 else "")
+def test_exercise_as_shipped_and_unfinished(namespaces, notebook, name, source):
+    space = namespaces[(notebook, name)]
+    # As shipped: the reference is bound, and it passes.
+    assert "✓" in _run_exercise(space, source, r"\g<0>")
+    # The learner deletes the binding and runs the `...` stub: a friendly line, no exception,
+    # and the signature the exercise expects.
+    printed = _run_exercise(space, source, "")
+    assert NOT_IMPLEMENTED in printed and "expected:" in printed, printed
+
+
+@pytest.mark.parametrize("notebook,name,source", CELLS, ids=lambda v: v if len(v) < 40 else "")
+def test_exercise_with_a_wrong_answer(namespaces, notebook, name, source):
+    if name not in WRONG:
+        pytest.skip(f"no wrong version of {name} in tests/test_exercise.py WRONG yet")
+    # A wrong version (including the boundary bug random inputs miss): a clear mismatch.
+    printed = _run_exercise(namespaces[(notebook, name)], source, rf"\1 = {WRONG[name].__name__}")
+    assert "✗" in printed and NOT_IMPLEMENTED not in printed, printed

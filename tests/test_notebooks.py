@@ -39,3 +39,14 @@ def test_has_parameters_cell_and_smoke_switch(source):
 def test_pair_is_committed_without_outputs(source):
     pair = jupytext.read(source.with_suffix(".ipynb"))
     assert all(not c.get("outputs") for c in pair.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.name)
+def test_pair_names_the_lab_kernel(source):
+    """Jupyter opens the pair with the kernel `make setup` registers, without asking
+    (`make notebooks` writes it into every .ipynb)."""
+    expected = {"name": "labkit", "display_name": "Python (labkit)", "language": "python"}
+    found = jupytext.read(source.with_suffix(".ipynb")).metadata.get("kernelspec")
+    if found is None and source.name[:2] not in ("00", "10", "30"):
+        pytest.skip(f"{source.with_suffix('.ipynb').name} has no kernelspec yet: make notebooks")
+    assert found == expected, f"{source.with_suffix('.ipynb').name} names {found}: make notebooks"

@@ -1,27 +1,64 @@
-"""`make rerun` runs a notebook through papermill with parameters: check that path end to end."""
+"""`make rerun` runs a notebook through papermill with parameters: run each notebook that way in
+its smoke setting, as a learner's Jupyter would (no MPLBACKEND), and check that the plots are in
+the output — nbval (`make nbtest`) executes the notebooks too, but never looks at images."""
 
+import os
 from pathlib import Path
 
 import nbformat
 import papermill
+import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "00_pytorch_warmup.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+# Notebooks whose smoke run must draw. A new phase's notebook joins once its smoke run does.
+DRAWING = ["00_pytorch_warmup", "10_detection_tiny", "30_rl_basics"]
+IMAGES = ("image/png", "image/gif")
 
 
-def test_papermill_injects_parameters_and_runs(tmp_path):
-    out = tmp_path / "rerun.ipynb"
+def images_in(cell) -> int:
+    return sum(
+        1 for output in cell.get("outputs", []) for mime in IMAGES if mime in output.get("data", {})
+    )
+
+
+def draws(source: str) -> bool:
+    """A cell that shows a figure or an image when it runs."""
+    return "plt.show()" in source or "display(Image(" in source
+
+
+@pytest.fixture
+def learner_env(monkeypatch):
+    """The environment of `make lab` / `make rerun`: whatever the test run set, no MPLBACKEND
+    (tests/conftest.py sets Agg, which in a kernel would turn every plot into text)."""
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.mark.parametrize("name", DRAWING)
+def test_rerun_shows_every_plot(name, tmp_path, learner_env):
+    out = tmp_path / f"{name}.ipynb"
     papermill.execute_notebook(
-        str(NOTEBOOK),
+        str(NOTEBOOKS / f"{name}.ipynb"),
         str(out),
-        parameters={"smoke": True, "seed": 1},
-        kernel_name="python3",
+        parameters={"smoke": True},
+        kernel_name="labkit",  # the kernel `make setup` registers and the pairs name
         language="python",
         progress_bar=False,
-        cwd=str(NOTEBOOK.parent),
+        cwd=str(NOTEBOOKS),
     )
     cells = nbformat.read(out, as_version=4).cells
+    # papermill puts its parameters right after the notebook's own parameters cell
     injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert len(injected) == 1 and "seed = 1" in injected[0].source
-    # the injected cell comes right after the notebook's own parameters cell
-    index = cells.index(injected[0])
-    assert "parameters" in cells[index - 1].metadata.get("tags", [])
+    assert len(injected) == 1 and "smoke = True" in injected[0].source
+    assert "parameters" in cells[cells.index(injected[0]) - 1].metadata.get("tags", [])
+
+    code = [c for c in cells if c.cell_type == "code"]
+    blank = [c.source.strip().splitlines()[0] for c in code if draws(c.source) and not images_in(c)]
+    assert not blank, f"{name}: cells that should draw but have no image output: {blank}"
+    assert sum(images_in(c) for c in code) >= 3
+
+
+def test_the_makefile_keeps_matplotlib_s_backend_out_of_jupyter():
+    makefile = (NOTEBOOKS.parent / "Makefile").read_text()
+    assert "export MPLBACKEND" not in makefile and "MPLBACKEND :=" not in makefile
+    assert os.environ.get("MPLBACKEND", "Agg") == "Agg"  # the unit tests themselves: headless
