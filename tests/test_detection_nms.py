@@ -6,7 +6,7 @@ import torchvision.ops as tv
 
 from labkit.detection import nms as nms_module
 from labkit.detection.boxes import box_iou
-from labkit.detection.nms import _box_columns, _iou_columns, batched_nms, nms
+from labkit.detection.nms import _box_columns, _iou_columns, _threshold_in, batched_nms, nms
 
 
 def clustered_boxes(n, generator, num_clusters=20, size=200.0, integer=False):
@@ -71,8 +71,123 @@ def test_hand_computed_cases():
     assert nms(boxes, scores, 0.5).tolist() == [0, 2, 3]
     # At threshold 0.3, box 2 (IoU 1/3 > 0.3 with box 0) goes too.
     assert nms(boxes, scores, 0.3).tolist() == [0, 3]
-    # IoU exactly equal to the threshold does not suppress (strictly greater is required).
-    assert nms(boxes[[0, 2]], scores[[0, 2]], 1 / 3).tolist() == [0, 1]
+    # IoU exactly equal to the threshold does not suppress (strictly greater is required):
+    # a box and its lower half overlap by 50/100 = 0.5, exact in binary.
+    half = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0]])
+    assert nms(half, scores[:2], 0.5).tolist() == [0, 1]
+    # But an IoU of 1/3 in float32 is 0.33333334, above the float64 1/3: suppressed, as in
+    # torchvision, which compares the float32 IoU with the threshold as a double.
+    assert nms(boxes[[0, 2]], scores[[0, 2]], 1 / 3).tolist() == [0]
+    assert nms(boxes[[0, 2]].double(), scores[[0, 2]].double(), 1 / 3).tolist() == [0, 1]
+
+
+def tie_pairs():
+    """``(k, boxes)``: two integer boxes, higher-scored first, whose IoU is exactly ``k / 10``.
+
+    Nested: ``[0, 0, 10, 10]`` contains ``[0, 0, 10, k]``: intersection ``10 k``, union 100.
+    Side by side: two boxes ``10 + k`` wide, overlapping by ``2 k`` over a width of 20:
+    intersection ``2 k h``, union ``20 h``. Each also scaled up and moved, so the float IoU is
+    reached through different roundings; integer coordinates keep every step exact except the
+    final division, ``fl(k / 10)``, which is where torchvision's comparison in double matters.
+    """
+    for k in range(1, 10):
+        for scale in (1, 3, 40):
+            for shift in (0, 1001):
+                nested = torch.tensor([[0, 0, 10, 10], [0, 0, 10, k]])
+                side_by_side = torch.tensor([[0, 0, 10 + k, 4], [10 - k, 0, 20, 4]])
+                for pair in (nested, side_by_side, side_by_side.flip(0), nested[:, [1, 0, 3, 2]]):
+                    yield k, pair * scale + shift
+
+
+THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_iou_exactly_on_the_threshold_matches_torchvision(dtype):
+    scores = torch.tensor([0.9, 0.8], dtype=dtype)
+    ties = 0
+    for k, pair in tie_pairs():
+        boxes = pair.to(dtype)
+        assert box_iou(boxes[:1], boxes[1:]).item() == torch.tensor(k / 10, dtype=dtype).item()
+        for threshold in THRESHOLDS + [k / 10]:
+            expected = tv.nms(boxes, scores, threshold)
+            assert torch.equal(nms(boxes, scores, threshold), expected), (k, pair, threshold)
+            ties += threshold == k / 10
+    assert ties > 100
+    # The case from the issue: IoU 3/10 in float32 is 0.30000001 > 0.3 (as a double): suppressed.
+    # In float64, 3/10 is the same double as 0.3: not above it, kept.
+    pair = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 3.0]])
+    assert nms(pair.to(dtype), scores, 0.3).tolist() == ([0] if dtype == torch.float32 else [0, 1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_ties_match_torchvision_on_both_strategies(dtype):
+    # Many tie pairs side by side, each pair in one category, categories interleaved so that
+    # pairs of different categories overlap too (which batched_nms must ignore). 300 boxes use
+    # the coordinate-offset strategy, 2,000 the per-category loop (torchvision's switch: 1,000).
+    g = torch.Generator().manual_seed(0)
+    pairs = [pair for _, pair in tie_pairs()]
+    for n_pairs in (150, 1000):
+        chosen = torch.randint(0, len(pairs), (n_pairs,), generator=g)
+        boxes = torch.cat([pairs[i] + 3 * (j % 7) for j, i in enumerate(chosen.tolist())])
+        boxes = boxes.to(dtype)
+        scores = torch.rand(n_pairs, generator=g).repeat_interleave(2)
+        scores[1::2] -= 0.001  # the first box of each pair scores higher
+        scores = scores.to(dtype)
+        idxs = torch.arange(n_pairs).repeat_interleave(2) % 3
+        for threshold in THRESHOLDS:
+            expected = tv.batched_nms(boxes, scores, idxs, threshold)
+            assert torch.equal(batched_nms(boxes, scores, idxs, threshold), expected)
+            assert torch.equal(nms(boxes, scores, threshold), tv.nms(boxes, scores, threshold))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_random_integer_boxes_on_a_small_grid_match_torchvision(dtype):
+    # Coordinates 0..12, so many pairs have the same small-integer IoU ratios (1/3, 2/5, 1/2, ...)
+    # and many sit exactly on a decimal threshold; widths 0 give degenerate boxes; scores from a
+    # few values give ties in score as well.
+    thresholds = [0.0, *THRESHOLDS, 0.25, 1 / 3, 2 / 3, 0.75, 1.0]
+    for seed in range(40):
+        g = torch.Generator().manual_seed(seed)
+        n = [8, 60, 250][seed % 3]
+        top_left = torch.randint(0, 9, (n, 2), generator=g)
+        size = torch.randint(0, 5, (n, 2), generator=g)
+        boxes = torch.cat([top_left, top_left + size], dim=1).to(dtype)
+        scores = torch.randint(0, 5 if seed % 2 else 1000, (n,), generator=g).to(dtype)
+        idxs = torch.randint(0, 3, (n,), generator=g)
+        for threshold in thresholds:
+            keep = nms(boxes, scores, threshold)
+            assert torch.equal(keep, tv.nms(boxes, scores, threshold)), (seed, threshold)
+            batched = batched_nms(boxes, scores, idxs, threshold)
+            assert torch.equal(batched, tv.batched_nms(boxes, scores, idxs, threshold))
+
+
+def test_threshold_in_the_box_dtype_compares_like_a_double():
+    # For every float32 x: x > t (as doubles) exactly when x > _threshold_in(float32, t) in float32.
+    g = torch.Generator().manual_seed(0)
+    thresholds = (
+        [k / 10 for k in range(11)] + [1 / 3, 0.5 + 2**-30] + torch.rand(20, generator=g).tolist()
+    )
+    for t in thresholds:
+        near = torch.tensor(t, dtype=torch.float32)
+        xs = [near]
+        for direction in (-1.0, 1.0):  # the floats just below and above t
+            x = near
+            for _ in range(3):
+                x = torch.nextafter(x, torch.tensor(direction * 2.0))
+                xs.append(x)
+        xs = torch.stack(xs)
+        low = _threshold_in(torch.float32, t)  # 0-dim float32 tensor
+        assert low.dtype == torch.float32 and low.item() <= t
+        assert torch.equal(xs.double() > t, xs > low), t
+    assert _threshold_in(torch.float64, 0.3).item() == 0.3
+    assert _threshold_in(torch.float32, 0.3).item() < 0.3 < torch.tensor(0.3).item()
+
+
+def test_nan_threshold_suppresses_nothing_like_torchvision():
+    g = torch.Generator().manual_seed(1)
+    boxes, scores = clustered_boxes(50, g), torch.rand(50, generator=g)
+    assert torch.equal(nms(boxes, scores, float("nan")), tv.nms(boxes, scores, float("nan")))
 
 
 def test_chain_needs_the_greedy_order():
@@ -110,7 +225,7 @@ def test_float64_boxes():
     assert torch.equal(nms(boxes, scores, 0.5), tv.nms(boxes, scores, 0.5))
 
 
-@pytest.mark.parametrize("n", [50, 1000])
+@pytest.mark.parametrize("n", [50, 1000, 1001, 2000])
 def test_batched_nms_matches_torchvision(n):
     g = torch.Generator().manual_seed(n)
     boxes = clustered_boxes(n, g)
@@ -125,15 +240,15 @@ def test_batched_nms_matches_torchvision(n):
     assert set(keep.tolist()) == set(per_class.tolist())
 
 
-def test_batched_nms_above_torchvision_switch_keeps_the_same_boxes():
-    # Above 1,000 boxes torchvision loops over categories and re-sorts with an unstable sort: same
-    # kept boxes, same scores in the same order; only the order among tied scores may differ.
+def test_batched_nms_above_torchvision_switch_is_identical_too():
+    # Above 1,000 boxes torchvision loops over categories and re-sorts with an unstable sort; we
+    # do the same, so even the order among tied scores is the same.
     g = torch.Generator().manual_seed(7)
-    boxes = clustered_boxes(2000, g)
-    scores, idxs = torch.rand(2000, generator=g), torch.randint(0, 3, (2000,), generator=g)
+    boxes = clustered_boxes(2000, g, integer=True)
+    scores = torch.randint(0, 10, (2000,), generator=g).float()
+    idxs = torch.randint(0, 3, (2000,), generator=g)
     ours, theirs = batched_nms(boxes, scores, idxs, 0.5), tv.batched_nms(boxes, scores, idxs, 0.5)
-    assert set(ours.tolist()) == set(theirs.tolist())
-    assert torch.equal(scores[ours], scores[theirs])
+    assert torch.equal(ours, theirs)
 
 
 def test_box_columns_iou_equals_box_iou():
@@ -142,13 +257,14 @@ def test_box_columns_iou_equals_box_iou():
     assert torch.equal(_iou_columns(_box_columns(a), _box_columns(b)), box_iou(a, b))
 
 
-def test_small_blocks_give_the_same_answer(monkeypatch):
-    # The block sizes only change speed, never the result.
+@pytest.mark.parametrize("head, solve_directly", [(16, 16), (1, 0), (64, 700)])
+def test_head_sizes_give_the_same_answer(monkeypatch, head, solve_directly):
+    # The head size and when to stop splitting only change speed, never the result.
     g = torch.Generator().manual_seed(11)
     boxes, scores = clustered_boxes(500, g), torch.rand(500, generator=g)
     expected = tv.nms(boxes, scores, 0.5)
-    monkeypatch.setattr(nms_module, "FIRST_BLOCK", 16)
-    monkeypatch.setattr(nms_module, "MAX_BLOCK", 64)
+    monkeypatch.setattr(nms_module, "HEAD", head)
+    monkeypatch.setattr(nms_module, "SOLVE_DIRECTLY", solve_directly)
     assert torch.equal(nms(boxes, scores, 0.5), expected)
 
 
