@@ -11,7 +11,7 @@ before and after, torch version, threads).
 | name | ratio | target |
 |---|---|---|
 | ``trainer`` | labkit trainer's median step time / a bare hand-written loop's (P00 model) | ≤ 1.03 |
-| ``nms``, ``batched_nms``, ``box_iou`` | labkit / ``torchvision.ops`` at 1,000 boxes | nms ≤ 1.5 |
+| ``nms``, ``batched_nms``, ``box_iou`` | labkit / ``torchvision.ops`` at 1,000 boxes | nms, batched_nms ≤ 1.5 |
 | ``loader_p00``, ``loader_p10`` | time to draw a batch / time of a model step on it | < 1 (else the input pipeline is the bottleneck) |
 | ``rl_dqn`` | env steps DQN needed to solve CartPole-v1 (one seed) / the 50k budget | ≤ 1 |
 | ``ddim`` | DDIM sampling / the same number of bare U-Net evaluations | ≈ 1 (sampler overhead) |
@@ -43,7 +43,7 @@ import torch
 # fmt: off
 KNOBS: dict[str, tuple[int, int]] = {
     "trainer_steps": (200, 12),  "trainer_repeats": (3, 1),  # bench_trainer.py's loops
-    "boxes": (1000, 100),        "nms_repeats": (30, 3),
+    "boxes": (1000, 100),        "nms_rounds": (9, 3),       "nms_block_ms": (40, 5),
     "loader_repeats": (30, 3),                               # batches drawn and steps taken
     "rl_budget": (50_000, 300),                              # DQN's env-step budget
     "ddim_steps": (20, 3),       "ddim_batch": (16, 2),      "ddim_width": (16, 8),
@@ -118,15 +118,16 @@ def bench_trainer(size: dict) -> dict:
     }
 
 
-def bench_nms(size: dict) -> list[tuple[str, dict]]:
-    """labkit's nms, batched_nms and box_iou against torchvision.ops on clustered boxes."""
+def bench_nms(knobs: dict) -> list[tuple[str, dict]]:
+    """labkit's nms, batched_nms and box_iou against torchvision.ops on clustered boxes, timed
+    by benchmarks/bench_nms.py's interleaved rounds (blocks of calls: one call is sub-ms)."""
     import torchvision.ops as tv
 
-    from benchmarks.bench_nms import TARGET_RATIO, clustered_boxes
+    from benchmarks.bench_nms import TARGET_OPS, TARGET_RATIO, clustered_boxes, interleaved_medians
     from labkit.detection.boxes import box_iou
     from labkit.detection.nms import batched_nms, nms
 
-    n, thr = size["boxes"], 0.5
+    n, thr = knobs["boxes"], 0.5
     boxes, scores, classes = clustered_boxes(n, torch.Generator().manual_seed(n))
     cases = {
         "nms": (lambda: nms(boxes, scores, thr), lambda: tv.nms(boxes, scores, thr)),
@@ -138,22 +139,20 @@ def bench_nms(size: dict) -> list[tuple[str, dict]]:
     }
     results = []
     for name, (ours, theirs) in cases.items():
-        a, b = ours(), theirs()
-        agrees = torch.allclose(a, b) if name == "box_iou" else set(a.tolist()) == set(b.tolist())
-        med = interleaved({"labkit": ours, "torchvision": theirs}, size["nms_repeats"])
-        results.append(
-            (
-                name,
-                {
-                    "ratio": med["labkit"] / med["torchvision"],
-                    "target": TARGET_RATIO if name == "nms" else None,
-                    "boxes": n,
-                    "agrees": agrees,
-                    "labkit_ms": med["labkit"] * 1e3,
-                    "torchvision_ms": med["torchvision"] * 1e3,
-                },
-            )
+        agrees = torch.equal(ours(), theirs())
+        ours_s, theirs_s, per_round = interleaved_medians(
+            ours, theirs, knobs["nms_rounds"], knobs["nms_block_ms"] / 1e3, time.perf_counter
         )
+        result = {
+            "ratio": ours_s / theirs_s,
+            "target": TARGET_RATIO if name in TARGET_OPS else None,
+            "boxes": n,
+            "agrees": agrees,
+            "labkit_ms": ours_s * 1e3,
+            "torchvision_ms": theirs_s * 1e3,
+            "per_round_ratios": per_round,
+        }
+        results.append((name, result))
     return results
 
 
