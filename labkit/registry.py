@@ -15,6 +15,7 @@ PHASES: dict[str, str] = {
     "p00": "labkit.warmup.task",  # MNIST warm-up, the anatomy of a training loop
     "p10": "labkit.detection.task",  # tiny one-stage detector
     "p30": "labkit.rl.task",  # CartPole: DQN and REINFORCE with baseline
+    "p40": "labkit.active.task",  # active learning: which frames to label (builds on p10)
 }
 
 
