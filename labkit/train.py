@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -192,7 +194,7 @@ def _main(args: argparse.Namespace) -> int:
             write_run_files(run_dir, cfg, device, suffix=unique_suffix(run_dir, resume.step))
         if run_dir is not None:
             log.info("run folder: %s", run_dir)
-            write_status(run_dir, "running")
+            write_status(run_dir, "running", pid=os.getpid(), host=socket.gethostname())
     except (*LAB_ERRORS, OSError) as err:
         return _failed(err, run_dir, fresh, agree=True)
     if not all_agree(True):  # under torchrun: every rank is ready, or all stop
