@@ -52,8 +52,8 @@ from torch import Tensor
 
 __all__ = ["nms", "batched_nms"]
 
-HEAD = 128  # boxes solved at a time by fixed-point sweeps over their [HEAD, HEAD] IoU matrix
-SOLVE_DIRECTLY = 256  # when at most this many boxes are left in play, they form the last head
+HEAD = 160  # boxes solved at a time by fixed-point sweeps over their [HEAD, HEAD] IoU matrix
+SOLVE_DIRECTLY = 320  # when at most this many boxes are left in play, they form the last head
 
 # torchvision.ops.batched_nms offsets the boxes of each category apart and runs one NMS while
 # ``boxes`` holds at most this many numbers (4 per box), and loops over categories above it. We
