@@ -156,8 +156,9 @@ class Gaussians2D(_ParameterSet):
     """N learnable 2D Gaussians in pixel coordinates (GaussianImage, Zhang et al. 2024, sec. 3).
 
     Fields (all learnable): ``means [N, 2]`` (x, y in pixels), ``log_scales [N, 2]``,
-    ``angles [N]`` (radians), ``colors [N, 3]`` (raw values: the order-free sum rasteriser adds
-    colours, so a Gaussian may need to subtract; see ``rgb``), ``opacity_logits [N]``.
+    ``angles [N]`` (radians), ``colors [N, 3]``, ``opacity_logits [N]``. Colours are raw, not
+    squashed by a sigmoid, as in GaussianImage: the order-free sum adds colours, so a Gaussian may
+    need a negative one to correct its neighbours' overlap; the render is clamped for display.
     """
 
     means: Tensor

@@ -338,10 +338,14 @@ def render_gaussians_3d(
     splats = make_splats(means2d, cov2d, colors, gaussians.opacities[visible])
 
     order = torch.argsort(points_cam[:, 2].detach(), stable=True)  # front to back
-    sorted_splats = Splats(
-        *(getattr(splats, f)[order] for f in ("means2d", "conics", "colors", "opacities", "radii"))
+    front_to_back = Splats(
+        splats.means2d[order],
+        splats.conics[order],
+        splats.colors[order],
+        splats.opacities[order],
+        splats.radii[order],
     )
     image, alpha = render(
-        sorted_splats, camera.height, camera.width, "alpha", background, tile=tile
+        front_to_back, camera.height, camera.width, "alpha", background, tile=tile
     )
     return RenderOutput(image, alpha, visible, means2d, splats.radii)
