@@ -126,7 +126,7 @@ def composition(ids, pool):
 fig, ax = plt.subplots(figsize=(9, 3.4))
 ax.set(xlim=(0, 10), ylim=(0, 4)), ax.axis("off")
 boxes = {
-    "labelled": (0.2, 2.5, "labelled set L\n(20 random to start)"),
+    "labelled": (0.2, 2.5, f"labelled set L\n({active['initial_labelled']} random to start)"),
     "train": (2.9, 2.5, "1. train the detector\nfrom scratch on L"),
     "eval": (5.6, 2.5, "2. evaluate: mAP@0.5,\nprecision, recall"),
     "infer": (5.6, 0.4, "3. infer on the\nunlabelled pool U"),
@@ -153,8 +153,8 @@ plt.show()
 
 # %% [markdown]
 # ## 2. The pool: a log where most frames are boring
-# `SkewedShapesPool` builds a log from P10's shapes: 60% of the scenes are **empty**
-# (background only), 30% **common** (one or two circles), 10% **rare** (up to three objects of
+# `SkewedShapesPool` builds a log from P10's shapes: 75% of the scenes are **empty**
+# (background only), 17% **common** (one or two circles), 8% **rare** (up to three objects of
 # all three classes: the only frames with squares and triangles). Each scene is recorded
 # **3 times in a row**, the copies differing only by sensor noise and exposure: near-duplicates,
 # as consecutive frames of a real log are. The held-out test set is P10's balanced shapes set —
@@ -244,7 +244,7 @@ passed = exercise(my_entropy, entropy, random_distributions)
 
 # %% [markdown]
 # ## 4. One round: what each selector picks
-# Train a detector on the seed's 20 initial frames (the same `train_round` the loop runs),
+# Train a detector on the seed's initial frames (the same `train_round` the loop runs),
 # then let every selector pick K of the unlabelled frames. Titles show each frame's id and
 # score; the colour is the frame's kind (grey empty, blue common, red rare) — the selector does
 # not see it. Random picks what the log holds: mostly empty frames.

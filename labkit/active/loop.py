@@ -289,14 +289,18 @@ def run_loop(
         state = LoopState(
             selector.name, seed, settings, initial_ids(len(pool), active["initial_labelled"], seed)
         )
+    if active["labelling"] == "manual" and folder is None and labeller is None:
+        raise ValueError("manual labelling needs a folder (to_label.json / labels.json go there)")
     if labeller is None:
         labeller = (
             ManualLabeller(folder) if active["labelling"] == "manual" else SimulatedLabeller(pool)
         )
     logger = MetricsLogger(folder) if folder is not None and state.rounds_done <= rounds else None
-    weights = None  # the last round's weights, for warm starts
-    if active["warm_start"] and folder is not None and (folder / "model.pt").exists():
-        weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    weights = None  # the last round's weights, for warm starts (one file per round: a kill
+    # between writing the weights and the state cannot pair round r's state with r+1's weights)
+    last = folder / f"model_round{state.rounds_done - 1}.pt" if folder is not None else None
+    if active["warm_start"] and last is not None and last.exists():
+        weights = torch.load(last, map_location="cpu", weights_only=True)
     try:
         while state.rounds_done <= rounds:
             if should_stop is not None and should_stop():
@@ -317,7 +321,7 @@ def run_loop(
                 entry["composition"] = pool.source.composition(state.labelled)
             weights = {n: t.detach().clone() for n, t in model.detector.state_dict().items()}
             if active["warm_start"] and folder is not None:
-                torch.save(weights, folder / "model.pt")
+                torch.save(weights, folder / f"model_round{r}.pt")
             state.history.append(entry)
             state.labelled = state.labelled + entry.get("chosen", [])
             state.rounds_done = r + 1

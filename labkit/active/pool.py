@@ -68,7 +68,7 @@ class SkewedShapesPool(Dataset):
         self,
         num_images: int,
         image_size: int = 64,
-        fractions: tuple[float, float, float] = (0.6, 0.3, 0.1),
+        fractions: tuple[float, float, float] = (0.75, 0.17, 0.08),
         burst: int = 3,
         jitter: float = 0.03,
         rare_max_objects: int = 3,

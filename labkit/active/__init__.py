@@ -1,0 +1,10 @@
+"""Phase 40: active learning for P10's detector — which frames are worth labelling?
+
+Read in this order: ``pool`` (a skewed log of shapes frames), ``uncertainty`` (entropy, margin,
+least confidence; per-image aggregation), ``mc_dropout`` (dropout at inference, boxes matched
+across passes), ``inference`` (one pass over the pool: detections, top cell, features),
+``selectors`` (random, uncertainty, MC dropout, diversity-aware; one ``select`` interface),
+``loop`` (train → evaluate → infer → select → label, resumable), ``curves`` (label-efficiency
+curves, AUC, the gap test), ``task`` (the comparison, "done when" checks). Builds on
+``labkit.detection`` only. Explained in notebooks/40_active_learning_detection.py.
+"""
