@@ -16,7 +16,7 @@ from labkit.active.loop import (
     run_loop,
 )
 from labkit.active.selectors import check_selection, make_selector
-from labkit.active.task import build_pool, build_val_loader, check_active, load_comparison, run
+from labkit.active.task import build_pool, build_val_loader, check, load_comparison, run
 from labkit.utils.config import ConfigError, apply_overrides, load_config
 
 CPU = torch.device("cpu")
@@ -125,12 +125,17 @@ def test_manual_labelling_asks_for_ids_and_reads_labels_back(data, tmp_path):
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ConfigError, match="random"):
-        check_active(tiny_cfg("active.selectors=[entropy]"))
+    assert check(load_config("p40_active"))["active"]["selectors"][0] == "random"
+    with pytest.raises(ConfigError, match="include random"):
+        check(tiny_cfg("active.selectors=[entropy]"))
     with pytest.raises(ConfigError, match="exceeds active.pool.num_images"):
-        check_active(tiny_cfg("active.k=30"))
-    with pytest.raises(ConfigError, match="oracle"):
-        check_active(tiny_cfg("active.selectors=[random, oracle]"))
+        check(tiny_cfg("active.k=30"))
+    with pytest.raises(ConfigError, match="active.selectors"):
+        check(tiny_cfg("active.selectors=[random, oracle]"))
+    with pytest.raises(ConfigError, match="sum to 1"):
+        check(tiny_cfg("active.pool.fractions=[0.5, 0.5, 0.5]"))
+    with pytest.raises(ConfigError, match="init-from"):
+        run(tiny_cfg(), init_from="elsewhere")
 
 
 def test_auc_and_labels_to_reach_by_hand():

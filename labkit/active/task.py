@@ -31,11 +31,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from labkit.active.config import Config
 from labkit.active.curves import format_table, gap_test, plot_curves, summarise
 from labkit.active.loop import LoopInterrupted, LoopState, run_loop
 from labkit.active.pool import InMemoryDetectionSet, SkewedShapesPool, materialise
 from labkit.active.selectors import (
-    SELECTOR_NAMES,
     RandomSelector,
     UncertaintySelector,
     check_selection,
@@ -49,49 +49,19 @@ from labkit.utils.config import ConfigError, apply_overrides, load_config
 from labkit.utils.device import get_device
 from labkit.utils.logging import MetricsLogger
 from labkit.utils.runs import RunResult
+from labkit.utils.schema import check_config
 from labkit.utils.seed import set_seed
 
 # ---------------------------------------------------------------------------------------------
 # Config
 
 
-def check_active(cfg: dict) -> None:
-    """The ``active:`` section's values are usable (``ConfigError`` naming the key if not)."""
-    a = cfg.get("active")
-    if not isinstance(a, dict):
-        raise ConfigError("a P40 config needs an 'active:' section (see p40_active.yaml)")
-    problems = []
-    unknown = [s for s in a["selectors"] if s not in SELECTOR_NAMES]
-    if unknown or not a["selectors"]:
-        problems.append(f"active.selectors {a['selectors']}: choose from {list(SELECTOR_NAMES)}")
-    if "random" not in a["selectors"]:
-        problems.append("active.selectors must include random: it is the baseline")
-    if len(set(a["selectors"])) != len(a["selectors"]) or len(set(a["seeds"])) != len(a["seeds"]):
-        problems.append("active.selectors and active.seeds must not repeat")
-    if not a["seeds"] or any(not isinstance(s, int) or s < 0 for s in a["seeds"]):
-        problems.append(f"active.seeds {a['seeds']}: a list of integers >= 0")
-    for key, low in (("rounds", 0), ("initial_labelled", 1), ("k", 1), ("mc_passes", 2)):
-        if not isinstance(a[key], int) or a[key] < low:
-            problems.append(f"active.{key} {a[key]!r}: an integer >= {low}")
-    if a["aggregation"] not in ("max", "mean", "sum"):
-        problems.append(f"active.aggregation {a['aggregation']!r}: max, mean or sum")
-    if a["labelling"] not in ("simulated", "manual"):
-        problems.append(f"active.labelling {a['labelling']!r}: simulated or manual")
-    if not 0 <= a["dropout"] < 1:
-        problems.append(f"active.dropout {a['dropout']}: in [0, 1)")
-    if any("mc_dropout" in s for s in a["selectors"]) and a["dropout"] <= 0:
-        problems.append("mc_dropout needs active.dropout > 0 (dropout at inference samples it)")
-    pool = a["pool"]
-    budget = a["initial_labelled"] + a["rounds"] * a["k"]
-    if budget > pool["num_images"]:
-        problems.append(
-            f"active.initial_labelled + rounds * k = {budget} exceeds active.pool.num_images "
-            f"({pool['num_images']})"
-        )
-    if cfg["data"]["dataset"] != "shapes":
-        problems.append("data.dataset must be shapes (the held-out set of the shapes pool)")
-    if problems:
-        raise ConfigError("P40 config: " + "; ".join(problems) + ".")
+def check(cfg: dict) -> dict:
+    """``cfg`` checked against P40's schema (``labkit.active.config``); ``ConfigError`` if not.
+
+    Returns the config with types coerced and defaults filled (what ``run`` uses).
+    """
+    return check_config(cfg, Config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +120,7 @@ def run(
     device: torch.device | None = None,
     *,
     resume_from: str | Path | Checkpoint | None = None,
+    init_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> RunResult:
@@ -160,6 +131,7 @@ def run(
             deleted at the end).
         resume_from: a run folder (or the CLI's checkpoint in it) to continue: finished rounds
             are kept, the rest is run. ``run_dir`` may be omitted (or must be that folder).
+        init_from: not supported: every round trains a fresh detector (``ConfigError``).
         stop_after: stop after this many rounds in this call, as if interrupted (tests, notebook).
 
     Returns:
@@ -167,7 +139,12 @@ def run(
         ``final_map50/<selector>``, ``gap/<selector>``; ``details``: :class:`Comparison`;
         ``setup``: ``{"pool": ..., "val_loader": ...}``.
     """
-    check_active(cfg)
+    cfg = check(cfg)
+    if init_from is not None:
+        raise ConfigError(
+            "P40 retrains a fresh detector every round (the honest comparison), so --init-from "
+            "has nothing to start from; set active.warm_start=true to carry weights across rounds"
+        )
     device = device or get_device(cfg["device"])
     if resume_from is not None:
         folder = _resume_folder(resume_from)
