@@ -151,7 +151,15 @@ def format_table(summary: dict, tests: dict[str, dict] | None = None) -> str:
                 name,
                 f"{e['auc_mean']:.3f} ± {e['auc_std']:.3f}",
                 f"{e['final_mean']:.3f} ± {e['final_std']:.3f}",
-                "not reached" if reach is None else f"{reach:.0f} (saves {e['labels_saved']:.0f})",
+                (
+                    "-"
+                    if name == "random"
+                    else (
+                        "not reached"
+                        if reach is None
+                        else f"{reach:.0f} (saves {e['labels_saved']:.0f})"
+                    )
+                ),
                 (
                     "-"
                     if test is None
