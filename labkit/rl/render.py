@@ -184,7 +184,8 @@ def encode_gif(frames: Sequence[np.ndarray], fps: float = 25, hold_last_s: float
     duration = max(int(round(1000 / fps)), 20)  # ms; browsers slow down frames under 20 ms
     animation.durations = [duration] * (len(frames) - 1) + [max(duration, int(1000 * hold_last_s))]
     animation.loop_count = 0  # loop forever
-    ok, buffer = cv2.imencodeanimation(".gif", animation)
+    # Best palette quality: the default quantiser tints grey lines yellow.
+    ok, buffer = cv2.imencodeanimation(".gif", animation, [cv2.IMWRITE_GIF_QUALITY, 8])
     if not ok:
         raise RuntimeError("OpenCV could not encode the GIF (opencv-python >= 4.12 is needed)")
     return buffer.tobytes()
