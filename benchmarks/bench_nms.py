@@ -1,6 +1,6 @@
 """Time labkit's box_iou, nms and batched_nms against torchvision.ops on CPU.
 
-    python benchmarks/bench_nms.py [--sizes 1000 5000] [--rounds 9] [--block-ms 40]
+    python benchmarks/bench_nms.py [--sizes 1000 5000] [--rounds 11] [--block-ms 40]
                                    [--threads 1] [--clock wall|cpu]
 
 Boxes are realistic detector output: jittered copies around a few dozen objects with random
@@ -91,7 +91,7 @@ def interleaved_medians(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
-    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds per case")
+    parser.add_argument("--rounds", type=int, default=11, help="interleaved rounds per case")
     parser.add_argument("--block-ms", type=float, default=40.0, help="length of a timed block")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
@@ -137,7 +137,13 @@ def main() -> None:
                 f"{name:<12} {n:>6} {len(answer):>5} {ours_s * 1e3:>10.3f} {theirs_s * 1e3:>15.3f} "
                 f"{ratio:>6.2f} {spread:>17}"
             )
-    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    load = os.getloadavg()[0]
+    print(f"load average {load:.2f} at the end")
+    if args.clock == "wall" and load > (os.cpu_count() or 1):
+        print(
+            f"(a busy machine: load {load:.1f} on {os.cpu_count()} cores; ratios are noisy, "
+            "--clock cpu is steadier)"
+        )
     for name in TARGET_OPS:
         if (name, TARGET_BOXES) not in ratios:
             print(f"{name} at {TARGET_BOXES:,} boxes: not measured (add {TARGET_BOXES} to --sizes)")
