@@ -29,7 +29,7 @@ which is slow in Python. Here (*) is solved a "head" of boxes at a time, in tens
    changes. A sweep always settles at least the first still-undecided box (its predecessors are
    settled), and (*) has exactly one solution, so the loop ends at the greedy answer, usually
    after a few sweeps: as many as the longest chain of boxes each suppressing the next (at most
-   ``HEAD``, which bounds the cost of a contrived chain).
+   the head's size, which bounds the cost of a contrived chain).
 3. Drop from the rest every box that overlaps a box the head just kept: one ``[kept, rest]``
    IoU matrix, reduced with a max over the kept boxes. Detector output is clustered around few
    objects, so this removes most of the boxes. The survivors are the new boxes in play: repeat
