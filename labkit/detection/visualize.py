@@ -201,6 +201,7 @@ def prediction_grid(
     nrow: int = 4,
     *,
     scale: int = 1,
+    text: str = "class score",
     legend: bool = False,
 ) -> Tensor:
     """A grid of images with their boxes, for ``SummaryWriter.add_image(tag, grid, step)``.
@@ -208,7 +209,7 @@ def prediction_grid(
     Args:
         images: ``[B, 3, H, W]`` float in ``[0, 1]`` or uint8.
         predictions, targets: B dicts each, or None.
-        class_names, score_thresh, scale: as in :func:`draw_detections`.
+        class_names, score_thresh, scale, text: as in :func:`draw_detections`.
         nrow: images per row.
         legend: add a strip under the grid naming the class colours and line styles (needs
             ``class_names``).
@@ -228,6 +229,7 @@ def prediction_grid(
             class_names,
             score_thresh,
             scale=scale,
+            text=text,
         )
         for i in range(batch)
     ]

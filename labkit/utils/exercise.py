@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Number
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -87,12 +88,15 @@ def _first_mismatch(got: Any, expected: Any, path: str, rtol: float, atol: float
     return None if got == expected else f"{path}: expected {expected!r}, got {got!r}"
 
 
+_LIBRARIES = (str(Path(__file__).resolve().parents[1]), str(Path(torch.__file__).parent))
+
+
 def _where_it_failed(err: BaseException) -> str:
-    """`` (line N: code)`` of the innermost frame outside labkit and torch, or ''."""
+    """`` (line N: code)`` of the innermost frame outside labkit and torch: the learner's line."""
     frames = [
         f
         for f in traceback.extract_tb(err.__traceback__)
-        if "labkit" not in f.filename and "torch" not in f.filename
+        if not str(Path(f.filename).resolve()).startswith(_LIBRARIES)
     ]
     if not frames:
         return ""
