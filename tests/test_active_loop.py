@@ -72,7 +72,7 @@ def test_two_rounds_grow_the_labelled_set_by_k(data, tmp_path):
     rounds = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
     assert rounds[0]["chosen"] == state.history[0]["chosen"]
     assert LoopState.load(tmp_path / "state.json") == state
-    with pytest.raises(ValueError, match="resume=True"):
+    with pytest.raises(ConfigError, match="resume=True"):
         run_loop(cfg, make_selector("entropy"), 0, pool, val, CPU, folder=tmp_path)
 
 
@@ -94,7 +94,7 @@ def test_resume_between_rounds_equals_a_straight_run(tmp_path):
         assert untimed(second.details.states[key]) == untimed(state)  # ids, scores, metrics
     assert (tmp_path / "split" / "curves.png").is_file()
     assert load_comparison(tmp_path / "split").summary == second.details.summary
-    with pytest.raises(ValueError, match="already holds loops"):
+    with pytest.raises(ConfigError, match="already holds loops"):
         run(cfg, tmp_path / "split", CPU, progress=False)
 
 

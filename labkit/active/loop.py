@@ -49,11 +49,12 @@ from torch.utils.data import DataLoader, Dataset
 from labkit.active.mc_dropout import MCDropoutDetector
 from labkit.active.pool import LabelledSet
 from labkit.active.selectors import ScoringContext, Selector, check_selection
-from labkit.data.common import make_loader
+from labkit.data.common import DataError, make_loader
 from labkit.detection.dataset import RandomHorizontalFlip, detection_collate
 from labkit.detection.evaluate import evaluate_detector
 from labkit.detection.task import BackboneStage, build
 from labkit.trainers.supervised_trainer import train, trainer_options
+from labkit.utils.config import ConfigError
 from labkit.utils.logging import MetricsLogger
 from labkit.utils.seed import set_seed
 
@@ -87,8 +88,9 @@ def round_seed(seed: int, round_index: int) -> int:
 # Labelling
 
 
-class LabelsPending(RuntimeError):
-    """A person has frames to label before the loop can go on; the message says where."""
+class LabelsPending(DataError):
+    """A person has frames to label before the loop can go on; the message says where (a
+    ``DataError``: the CLI prints it and stops; resume once the labels are in)."""
 
 
 class SimulatedLabeller:
@@ -278,10 +280,10 @@ def run_loop(
     state_path = folder / "state.json" if folder is not None else None
     if state_path is not None and state_path.exists():
         if not resume:
-            raise ValueError(f"{state_path} exists: pass resume=True to continue that loop")
+            raise ConfigError(f"{state_path} exists: pass resume=True to continue that loop")
         state = LoopState.load(state_path)
         if (state.selector, state.seed, state.settings) != (selector.name, seed, settings):
-            raise ValueError(
+            raise ConfigError(
                 f"{state_path} belongs to another experiment (selector {state.selector}, seed "
                 f"{state.seed}, settings {state.settings}); resume with the config that made it."
             )
@@ -290,7 +292,7 @@ def run_loop(
             selector.name, seed, settings, initial_ids(len(pool), active["initial_labelled"], seed)
         )
     if active["labelling"] == "manual" and folder is None and labeller is None:
-        raise ValueError("manual labelling needs a folder (to_label.json / labels.json go there)")
+        raise ConfigError("manual labelling needs a folder (to_label.json / labels.json go there)")
     if labeller is None:
         labeller = (
             ManualLabeller(folder) if active["labelling"] == "manual" else SimulatedLabeller(pool)

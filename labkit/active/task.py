@@ -149,7 +149,7 @@ def run(
     if resume_from is not None:
         folder = _resume_folder(resume_from)
         if run_dir is not None and Path(run_dir).resolve() != folder.resolve():
-            raise ValueError(f"resume_from {folder} is not run_dir {run_dir}: resume in place")
+            raise ConfigError(f"resume_from {folder} is not run_dir {run_dir}: resume in place")
         run_dir = folder
     temporary = tempfile.TemporaryDirectory() if run_dir is None else None
     run_dir = Path(temporary.name if temporary else run_dir)
@@ -169,7 +169,9 @@ def _run(cfg, run_dir: Path, device, resume: bool, progress: bool, stop_after) -
     folders = {key: run_dir / "loops" / f"{key[0]}_s{key[1]}" for key in loops}
     existing = {k: f / "state.json" for k, f in folders.items() if (f / "state.json").exists()}
     if existing and not resume:
-        raise ValueError(f"{run_dir} already holds loops; pass resume_from={run_dir} to continue")
+        raise ConfigError(
+            f"{run_dir} already holds loops; pass resume_from={run_dir} to continue them"
+        )
     done_before = sum(LoopState.load(p).rounds_done for p in existing.values())
     done = {"rounds": done_before, "this_call": 0}
     bar = tqdm(total=len(loops) * per_loop, initial=done_before, desc="p40", disable=not progress)
@@ -235,7 +237,7 @@ def _run(cfg, run_dir: Path, device, resume: bool, progress: bool, stop_after) -
 
 def _summarise(comparison: Comparison, run_dir: Path) -> None:
     """Curves, gap tests and the table; ``curves.json``, ``curves.png``, mean-curve scalars."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
     histories = {key: state.history for key, state in comparison.states.items()}
     comparison.summary = summarise(histories, "eval/map50")
@@ -244,14 +246,11 @@ def _summarise(comparison: Comparison, run_dir: Path) -> None:
     comparison.table = format_table(comparison.summary, comparison.tests)
     record = {"map50": comparison.summary, "recall": recall, "tests": comparison.tests}
     (run_dir / "curves.json").write_text(json.dumps(_json_keys(record), indent=1))
-    backend = matplotlib.get_backend()
-    import matplotlib.pyplot as plt
-
-    ax = plot_curves(comparison.summary)
-    ax.figure.tight_layout()
-    ax.figure.savefig(run_dir / "curves.png", dpi=120)
-    plt.close(ax.figure)
-    matplotlib.use(backend)
+    figure = Figure(figsize=(6, 4))  # not pyplot: nothing pops up in a notebook or needs a display
+    plot_curves(comparison.summary, ax=figure.subplots())
+    figure.tight_layout()
+    figure.savefig(run_dir / "curves.png", dpi=120)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a resumed, finished run: no repeats
     logger = MetricsLogger(run_dir)
     try:
         for name, entry in comparison.summary["selectors"].items():
