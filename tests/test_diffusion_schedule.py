@@ -77,6 +77,17 @@ def test_linear_ends_can_be_moved():
         beta_schedule("linear", 1000, 0.02, 0.01)
 
 
+def test_truncated_chain_keeps_every_step():
+    s = NoiseSchedule("cosine", 1000)
+    short = s.truncated(600)
+    assert short.num_steps == 600 and short.kind == "cosine[:600]"
+    for name, buf in short.named_buffers():  # the same coefficients at every kept step
+        torch.testing.assert_close(buf, getattr(s, name)[:600], rtol=1e-6, atol=0)
+    assert short.alphas_cumprod[-1] > 0.1  # ends with signal left: the "wrong end"
+    with pytest.raises(ValueError, match="num_steps"):
+        s.truncated(1001)
+
+
 def test_posterior_variance_by_hand():
     # β̃_t = (1 - ᾱ_{t-1}) / (1 - ᾱ_t) · β_t (eq. 7), checked on a 3-step schedule by hand.
     s = NoiseSchedule("linear", 1000)

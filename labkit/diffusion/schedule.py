@@ -142,11 +142,16 @@ class NoiseSchedule(nn.Module):
         num_steps: int = 1000,
         beta_start: float = LINEAR_BETAS[0],
         beta_end: float = LINEAR_BETAS[1],
+        *,
+        betas: Tensor | None = None,
     ):
+        """``betas``: given β_t (float64 ``[T]``) instead of ``beta_schedule(kind, ...)``; ``kind``
+        is then only a label and T is ``len(betas)`` (see :meth:`truncated`)."""
         super().__init__()
-        self.kind, self.num_steps = kind, num_steps
+        if betas is None:
+            betas = beta_schedule(kind, num_steps, beta_start, beta_end)  # float64
+        self.kind, self.num_steps = kind, len(betas)
         self.beta_ends = (beta_start, beta_end)
-        betas = beta_schedule(kind, num_steps, beta_start, beta_end)  # float64
         alphas = 1 - betas
         alpha_bar = torch.cumprod(alphas, dim=0)  # ᾱ_t
         alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])  # ᾱ_{t-1}
@@ -169,6 +174,17 @@ class NoiseSchedule(nn.Module):
         }
         for name, value in quantities.items():
             self.register_buffer(name, value.float(), persistent=False)
+
+    def truncated(self, num_steps: int) -> NoiseSchedule:
+        """The first ``num_steps`` steps of this chain: the same ᾱ_t for every t < ``num_steps``,
+        so a network trained on this schedule is also trained on the truncated one. The chain now
+        ends at ``ᾱ = alphas_cumprod[num_steps - 1]`` > 0, like a schedule with a wrong end:
+        sampling it from pure noise shows what that costs (the notebook's failure modes)."""
+        if not 1 <= num_steps <= self.num_steps:
+            raise ValueError(f"num_steps must be in [1, {self.num_steps}], got {num_steps}")
+        betas = beta_schedule(self.kind, self.num_steps, *self.beta_ends)[:num_steps]
+        kind = f"{self.kind}[:{num_steps}]"
+        return NoiseSchedule(kind, num_steps, *self.beta_ends, betas=betas).to(self.betas.device)
 
     def extra_repr(self) -> str:
         ends = f", beta_ends={self.beta_ends}" if self.kind == "linear" else ""
