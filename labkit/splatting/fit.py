@@ -117,8 +117,8 @@ def _bar(steps: int, progress: bool):
 
 def fit_2d(
     image: Tensor,
-    num_gaussians: int = 1000,
-    steps: int = 2000,
+    num_gaussians: int = 2000,
+    steps: int = 1000,
     *,
     lr: dict[str, float] | None = None,
     means_lr_final_ratio: float = 0.05,
