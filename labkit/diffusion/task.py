@@ -678,8 +678,11 @@ def evaluate_checkpoint(
 # The CPU tier's U-Net trained for SHORT_RUN_STEPS, judged at EARLY_STEP and at the end.
 SHORT_RUN_STEPS = 800
 EARLY_STEP = 100
-MIN_GAIN = 0.25  # confident share must rise by at least this much, the Fréchet distance fall
-SPIKE_RATIO = 4.0  # (c): no loss after the warm-up above this × the median of the 50 before it
+# Measured (seed 0, one CPU thread): confident share 0.30 -> 0.58, Fréchet 423 -> 168 (digits
+# present 3 -> 10). The margins leave room for other seeds, thread counts and torch versions.
+MIN_GAIN = 0.20  # confident share must rise by at least this much ...
+MAX_FRECHET_RATIO = 0.6  # ... and the Fréchet distance fall to at most this share of the early one
+SPIKE_RATIO = 3.0  # (c): no loss after the first 50 above 3 × the median of the 50 before it (1.4)
 TINY = [
     "model.base_channels=8",
     "model.channel_mults=[1, 2]",
@@ -744,7 +747,7 @@ _short_run: dict = {}  # (b)'s run, reused by (c) and (d) so it happens once
 
 def _short_cpu_run() -> dict:
     if not _short_run:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         cfg = _p20_cfg(
             f"trainer.max_steps={SHORT_RUN_STEPS}",
             f"trainer.ckpt_every={EARLY_STEP}",
@@ -754,34 +757,38 @@ def _short_cpu_run() -> dict:
         with tempfile.TemporaryDirectory(prefix="p20_done_") as tmp:
             outcome = run(cfg, tmp, torch.device("cpu"), progress=False)
             train_seconds = time.perf_counter() - start
+            cpu_seconds = time.process_time() - cpu_start
             early = evaluate_checkpoint(Path(tmp) / "checkpoints" / checkpoint_name(EARLY_STEP))
         _short_run.update(
             outcome=outcome,
             train_seconds=train_seconds,
+            cpu_seconds=cpu_seconds,
             early=early,
             final=outcome.details.last_eval,
         )
     return _short_run
 
 
-def check_p20_improves(min_gain: float = MIN_GAIN) -> Check:
+def check_p20_improves(
+    min_gain: float = MIN_GAIN, max_frechet_ratio: float = MAX_FRECHET_RATIO
+) -> Check:
     """(b) Samples improve: the last checkpoint's quality beats an early one's by a margin."""
     start = time.perf_counter()
     short = _short_cpu_run()
     early, final = short["early"], short["final"]
     gain = final["eval/confident_share"] - early["confident_share"]
-    frechet_falls = final["eval/frechet"] < early["frechet"]
+    frechet_falls = final["eval/frechet"] <= max_frechet_ratio * early["frechet"]
     measured = (
         f"step {EARLY_STEP} -> {short['outcome'].details.step}: confident share "
         f"{early['confident_share']:.2f} -> {final['eval/confident_share']:.2f} (+{gain:.2f}), "
         f"Fréchet {early['frechet']:.1f} -> {final['eval/frechet']:.1f}, digits present "
         f"{early['digits_present']:.0f} -> {final['eval/digits_present']:.0f}, label accuracy "
-        f"{final['eval/label_accuracy']:.2f} ({short['train_seconds']:.0f} s, "
-        f"{torch.get_num_threads()} CPU thread(s))"
+        f"{final['eval/label_accuracy']:.2f} (run: {short['train_seconds']:.0f} s wall, "
+        f"{short['cpu_seconds']:.0f} s CPU, {torch.get_num_threads()} thread(s))"
     )
     return Check(
         "samples improve",
-        f"confident share +{min_gain:.2f} or more, Fréchet lower",
+        f"confident share +{min_gain:.2f} or more, Fréchet x{max_frechet_ratio} or less",
         measured,
         gain >= min_gain and frechet_falls,
         time.perf_counter() - start,
@@ -818,31 +825,34 @@ def check_p20_stable(spike_ratio: float = SPIKE_RATIO, window: int = 50) -> Chec
     )
 
 
-def check_p20_samplers(tolerance: float = 1e-4) -> Check:
+def check_p20_samplers(tolerance: float = 1e-4, sample_tolerance: float = 1e-3) -> Check:
     """(d) DDIM(η=1, all steps) = DDPM on the Gaussian toy; guidance w=0 = unconditional."""
     start = time.perf_counter()
     # The toy: data N(0.5, 0.3²) and its exact ε-predictor; same generator, same noise draws.
     schedule = NoiseSchedule("linear", 1000)
     toy = GaussianOptimalEps(schedule, mu=0.5, sigma=0.3)
-    kw = dict(clip_x0=False)
-    ddpm = ddpm_sample(toy, schedule, (4000, 1), generator=torch.Generator().manual_seed(0), **kw)
+    ddpm = ddpm_sample(
+        toy, schedule, (4000, 1), clip_x0=False, generator=torch.Generator().manual_seed(0)
+    )
     ddim = ddim_sample(
-        toy, schedule, (4000, 1), num_steps=1000, eta=1.0,
-        generator=torch.Generator().manual_seed(0), **kw,
+        toy, schedule, (4000, 1), num_steps=1000, eta=1.0, clip_x0=False,
+        generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     toy_diff = (ddpm - ddim).abs().max().item()
     moments_ok = abs(ddpm.mean().item() - 0.5) < 0.02 and abs(ddpm.std().item() / 0.3 - 1) < 0.05
     # Guidance on the trained model of (b): w = 0 must be the unconditional model, w = 1 the
     # conditional one (the same network, one batch of both).
-    model = _short_cpu_run()["outcome"].setup.model.eval()
-    schedule = _short_cpu_run()["outcome"].setup.schedule
+    setup = _short_cpu_run()["outcome"].setup
+    model, schedule = setup.model.eval(), setup.schedule
     g = torch.Generator().manual_seed(1)
     x, t = torch.randn(20, 1, 28, 28, generator=g), torch.randint(0, 1000, (20,), generator=g)
     labels = torch.arange(20) % NUM_CLASSES
     with torch.no_grad():
         unconditional, conditional = model(x, t, None), model(x, t, labels)
-        w0 = guided_output(model, x, t, labels, 0.0)
-        w1 = guided_output(model, x, t, labels, 1.0)
+        output_diff = max(
+            (guided_output(model, x, t, labels, 0.0) - unconditional).abs().max().item(),
+            (guided_output(model, x, t, labels, 1.0) - conditional).abs().max().item(),
+        )
         shape = (10, 1, 28, 28)
         guided = ddim_sample(
             model, schedule, shape, num_steps=10, labels=labels[:10], guidance_scale=0.0,
@@ -851,19 +861,24 @@ def check_p20_samplers(tolerance: float = 1e-4) -> Check:
         plain = ddim_sample(
             model, schedule, shape, num_steps=10, generator=torch.Generator().manual_seed(2)
         )
-    w_diff = max(
-        (w0 - unconditional).abs().max().item(),
-        (w1 - conditional).abs().max().item(),
-        (guided - plain).abs().max().item(),
-    )
+    # Whole samples go through 10 steps in batches of 20 rows (guided) and 10 (plain): float32
+    # kernels may round differently for the two batch sizes, hence the looser tolerance.
+    sample_diff = (guided - plain).abs().max().item()
     measured = (
         f"toy N(0.5, 0.3²), 4000 samples: max |DDIM(η=1) - DDPM| {toy_diff:.1e}, DDPM mean "
-        f"{ddpm.mean():.3f} std {ddpm.std():.3f}; w=0 vs unconditional (and w=1 vs conditional, "
-        f"10-step samples): max diff {w_diff:.1e}"
+        f"{ddpm.mean():.3f} std {ddpm.std():.3f}; trained model: w=0 vs unconditional and w=1 vs "
+        f"conditional outputs {output_diff:.1e}, 10-step samples w=0 vs unconditional "
+        f"{sample_diff:.1e}"
     )
-    passed = toy_diff <= tolerance and moments_ok and w_diff <= tolerance
+    passed = (
+        toy_diff <= tolerance
+        and moments_ok
+        and output_diff <= tolerance
+        and sample_diff <= sample_tolerance
+    )
     return Check(
-        "sampler identities", f"max diff <= {tolerance:g}; toy moments within 2 %/5 %",
+        "sampler identities",
+        f"max diff <= {tolerance:g} ({sample_tolerance:g} for samples); toy mean ± 0.02, std ± 5 %",
         measured, passed, time.perf_counter() - start,
     )  # fmt: skip
 
