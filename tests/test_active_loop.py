@@ -53,7 +53,10 @@ def data():
 def test_two_rounds_grow_the_labelled_set_by_k(data, tmp_path):
     cfg = tiny_cfg()
     pool, val = data
-    state = run_loop(cfg, make_selector("entropy"), 0, pool, val, CPU, folder=tmp_path)
+    cache = {}
+    state = run_loop(
+        cfg, make_selector("entropy"), 0, pool, val, CPU, folder=tmp_path, round_cache=cache
+    )
     start = initial_ids(24, 4, 0)
     assert [h["labelled"] for h in state.history] == [4, 7, 10]  # R + 1 = 3 trained rounds
     labelled = list(start)
@@ -74,6 +77,12 @@ def test_two_rounds_grow_the_labelled_set_by_k(data, tmp_path):
     assert LoopState.load(tmp_path / "state.json") == state
     with pytest.raises(ConfigError, match="resume=True"):
         run_loop(cfg, make_selector("entropy"), 0, pool, val, CPU, folder=tmp_path)
+    # Under max aggregation, least confidence ranks frames as entropy does: the same labelled
+    # sets, so every round comes from the shared cache (3 trainings in it, none added).
+    twin = run_loop(cfg, make_selector("least_confidence"), 0, pool, val, CPU, round_cache=cache)
+    assert len(cache) == 3 and twin.labelled == state.labelled
+    for a, b in zip(twin.history, state.history, strict=True):
+        assert a.get("chosen") == b.get("chosen") and a["eval/map50"] == b["eval/map50"]
 
 
 def untimed(state):

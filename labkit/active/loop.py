@@ -19,7 +19,9 @@ schedule) is there to show the difference.
 
 **Same conditions for every selector** of a seed: the same pool, the same L_0, the same training
 seed in round r (``round_seed``), the same steps; only the frames chosen differ. Round 0 is
-therefore identical across selectors, and is trained once per seed (``round_cache``).
+therefore identical across selectors, and is trained once per seed (``round_cache``): more
+generally, a round whose (seed, round, labelled set) another selector already trained is reused
+(two selectors that choose alike, like entropy and margin under ``max``, cost one).
 
 **Resumable between rounds**: after each round the loop writes ``state.json`` (labelled ids,
 the history of every round) atomically into its folder; a loop started on a folder holding one
@@ -265,7 +267,8 @@ def run_loop(
             (``None``: nothing written).
         resume: continue the ``state.json`` in ``folder`` (without: a state there is an error).
         labeller: default :class:`SimulatedLabeller` (or per ``active.labelling``).
-        round_cache: a dict shared by the loops of one seed: round 0 is trained once.
+        round_cache: a dict shared by the loops of one seed: a (round, labelled set) already
+            trained by another selector is reused (round 0 always is); not with warm starts.
         should_stop: checked before each round; True stops (the state stays resumable).
         on_round: called with the state after each finished round (progress bars).
 
@@ -339,11 +342,12 @@ def run_loop(
 
 
 def _train_and_evaluate(cfg, pool, state, labeller, val_loader, device, init, round_cache):
-    """Round r's model and its held-out metrics; round 0 comes from ``round_cache`` if there."""
+    """Round r's model and its held-out metrics, from ``round_cache`` when it holds them."""
     r, seed = state.rounds_done, state.seed
-    key = (seed, tuple(state.labelled))
-    if round_cache is not None and r == 0 and key in round_cache:
-        # Round 0 is the same for every selector of a seed: rebuild (same seed) and load.
+    key = (seed, r, tuple(state.labelled))  # in order: the order sets the data order
+    use_cache = round_cache is not None and (r == 0 or not cfg["active"]["warm_start"])
+    if use_cache and key in round_cache:
+        # The same training another selector ran (same seed, round, frames): rebuild and load.
         set_seed(round_seed(seed, r), deterministic=cfg["deterministic"])
         setup = build(cfg, device)
         setup.model.load_state_dict(round_cache[key]["weights"])
@@ -359,7 +363,7 @@ def _train_and_evaluate(cfg, pool, state, labeller, val_loader, device, init, ro
             "finished rounds are saved: resume to continue"
         )
     metrics = _evaluate(model, setup, val_loader, device, cfg)
-    if round_cache is not None and r == 0:
+    if use_cache:
         weights = {n: t.detach().clone() for n, t in setup.model.state_dict().items()}
         round_cache[key] = {"weights": weights, "metrics": dict(metrics)}
     return model, setup, metrics

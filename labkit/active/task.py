@@ -199,7 +199,7 @@ def _run(cfg, run_dir: Path, device, resume: bool, progress: bool, stop_after) -
     start = time.perf_counter()
     try:
         for seed in active["seeds"]:
-            round_cache: dict = {}  # round 0 once per seed
+            round_cache: dict = {}  # trainings shared by this seed's selectors
             for name in active["selectors"]:
                 states[(name, seed)] = run_loop(
                     cfg,
