@@ -1,9 +1,11 @@
 """Phase 20: a mini DDPM, every piece written out and tested.
 
 Modules, in reading order: ``schedule`` (β_t, ᾱ_t and the forward process), ``unet`` (the ε/v
-network), ``losses`` (L_simple, label dropout for guidance), ``sampling`` (DDPM, DDIM,
-classifier-free guidance), ``ema`` (the averaged weights one samples with), ``quality`` (judging
-samples with a classifier: confident share, class entropy, Fréchet distance), ``data`` (MNIST and
-CIFAR-10 in [-1, 1]).
+network), ``losses`` (L_simple, label dropout for guidance), ``sampling`` (DDPM, DDIM, one step of
+each, classifier-free guidance), ``ema`` (the averaged weights one samples with), ``quality``
+(judging samples with a classifier: confident share, class entropy, Fréchet distance), ``data``
+(MNIST and CIFAR-10 in [-1, 1]), ``toy`` (the exact denoiser of Gaussian data, for checking
+samplers), ``config`` (the typed schema of ``p20_*.yaml``) and ``task`` (build, train with the
+shared trainer, evaluate with P00's classifier as the judge; the "done when" checks).
 Explained in notebooks/20_diffusion_mini.py.
 """
