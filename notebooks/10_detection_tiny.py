@@ -24,9 +24,10 @@
 # - `make bench`: NMS within 1.5× of torchvision's compiled kernel at 1,000 boxes.
 #
 # **Run time** ("Run all", defaults): 250 s on the lab's 2-core CI machine (one torch thread,
-# load average ≈ 7 from other jobs), of which the short held-out run is about half; with a
-# checkpoint of the full run present (below), about 150 s. Smoke setting (`LABKIT_SMOKE=1`,
-# what `make test` runs): 30 s. GTX 1060: not measured yet.
+# load average ≈ 9 from other jobs): the short held-out run takes 85 s of it, the four
+# overfit-harness runs 35 s each; with a checkpoint of the full run present (below), about
+# 170 s. Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 45 s. GTX 1060: not
+# measured yet.
 #
 # **Reference numbers** (`python -m labkit.train p10_detection`: 3,000 steps, batch 8, 96 px):
 #
@@ -291,7 +292,7 @@ show(draw_detections(image, after, target, score_thresh=0, class_names=shapes.cl
      axes[1])  # fmt: skip
 fig.legend(handles=[Patch(color=[c / 255 for c in class_color(i)], label=name)
                     for i, name in enumerate(shapes.class_names)],
-           loc="lower center", ncol=3, fontsize=10)  # fmt: skip
+           loc="lower center", ncol=3, fontsize=10, bbox_to_anchor=(0.5, 0.06))  # fmt: skip
 plt.show()
 
 # Why each box was kept or dropped, read off nms's answer: visiting boxes by decreasing score,
@@ -745,11 +746,11 @@ wrong_preds, wrong_targets = predict(wrong.setup.model, wrong.setup.eval_loader,
 fig, axes = plt.subplots(1, 2, figsize=(15, 5))
 show(prediction_grid(torch.stack([wrong.setup.eval_set[i][0] for i in range(4)]),
                      wrong_preds[:4], wrong_targets[:4], setup.class_names, score_thresh=0.3,
-                     nrow=2, scale=2, legend=True),
+                     nrow=2, scale=2, text="none", legend=True),
      "wrong box encoding: detections (solid) sit up-left of the objects (dashed)",
      axes[0])  # fmt: skip
 show(prediction_grid(shown[:2], preds_no_nms[:2], val_targets[:2], setup.class_names,
-                     score_thresh=grid_thresh, nrow=2, scale=3, legend=True),
+                     score_thresh=grid_thresh, nrow=2, scale=3, text="none", legend=True),
      f"no NMS: a stack of boxes on every object (score ≥ {grid_thresh})", axes[1])  # fmt: skip
 plt.tight_layout()
 plt.show()
@@ -760,10 +761,16 @@ for name, outcome_ in variants.items():
           f"{overfit_result.last_eval['eval/map50']:.3f}); loss {d.losses[0]:.2f} -> "
           f"{d.losses[-1]:.3f} (working {overfit_result.losses[0]:.2f} -> "
           f"{overfit_result.losses[-1]:.3f})")  # fmt: skip
-per_image = sum(len(p["boxes"]) for p in preds_no_nms) / len(preds_no_nms)
-print(f"{'no NMS':22s} held-out mAP@0.5 {no_nms['map50']:.3f} (with NMS {scores_now['map50']:.3f}), "
-      f"{per_image:.0f} detections an image (with NMS "
-      f"{sum(len(p['boxes']) for p in preds) / len(preds):.0f}; at most 100 are kept)")  # fmt: skip
+
+
+def shown_per_image(preds_):
+    """Detections an image scoring at least the grid's threshold."""
+    return sum(int((p["scores"] >= grid_thresh).sum()) for p in preds_) / len(preds_)
+
+
+print(f"{'no NMS':22s} held-out mAP@0.5 {no_nms['map50']:.3f} (with NMS {scores_now['map50']:.3f}); "
+      f"{shown_per_image(preds_no_nms):.1f} detections an image score ≥ {grid_thresh} "
+      f"(with NMS {shown_per_image(preds):.1f})")  # fmt: skip
 print(f"notebook run time: {time.perf_counter() - notebook_start:.0f} s")
 
 # %% [markdown]

@@ -180,23 +180,47 @@ def test_every_exercise_of_00_10_30_has_a_wrong_version_here():
     assert sorted(mine) == sorted(WRONG)
 
 
+def _self_contained(cell, space):
+    """Whether the exercise cell runs on ``space`` alone (no NameError)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(cell, "exercise", "exec"), dict(space))
+    except NameError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
-def namespaces(tmp_path_factory):
-    """For each exercise, the notebook's namespace just before its cell: the code cells before
-    it run once, in order, in smoke mode, as "Run all" would."""
+def namespaces():
+    """For each exercise, a namespace to run its cell in, in smoke mode: the notebook's
+    parameters and setup cells, or — when the exercise uses more — every code cell before it,
+    in order, as "Run all" would."""
     os.environ["LABKIT_SMOKE"] = "1"
     spaces = {}
     try:
         for path in NOTEBOOKS:
-            mine = [(name, i) for nb, name, i, _ in EXERCISES if nb == path.name]
+            mine = [(name, i, src) for nb, name, i, src in EXERCISES if nb == path.name]
             if not mine:
                 continue
-            cells = [c.source for c in jupytext.read(path).cells if c.cell_type == "code"]
-            space, done = {"__name__": "__main__"}, 0
-            for name, index in mine:
+            notebook = jupytext.read(path)
+            code = [c for c in notebook.cells if c.cell_type == "code"]
+            cells = [_magics_commented(c.source) for c in code]
+            first = next(
+                i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])
+            )
+            setup = {"__name__": "__main__"}
+            with contextlib.redirect_stdout(io.StringIO()):
+                for cell in cells[first : first + 2]:  # parameters, then the imports and setup
+                    exec(compile(cell, path.name, "exec"), setup)
+            space, done = None, 0
+            for name, index, source in mine:
+                if space is None and _self_contained(source, setup):
+                    spaces[(path.name, name)] = dict(setup)
+                    continue
+                space = space if space is not None else {"__name__": "__main__"}
                 with contextlib.redirect_stdout(io.StringIO()):
                     for cell in cells[done:index]:
-                        exec(compile(_magics_commented(cell), path.name, "exec"), space)
+                        exec(compile(cell, path.name, "exec"), space)
                 spaces[(path.name, name)] = dict(space)
                 done = index
     finally:
