@@ -204,9 +204,10 @@ thumbnails(shown, pool, [f"#{i} {pool.source.kinds[i]}" for i in shown], ncols=9
 # * margin $1 - (q_{(1)} - q_{(2)})$ — 1 when the two best tie;
 # * least confidence $1 - q_{(1)}$.
 #
-# For $[p, 1-p]$ all three peak at $p = 0.5$ and rank single detections identically; they
-# differ in shape, which matters once several detections are **aggregated** into one image
-# score: `max` (the most doubtful detection), `mean` (all detections doubtful: sparse frames
+# For $[p, 1-p]$ all three peak at $p = 0.5$ and are functions of $|p - 0.5|$ alone, so they
+# rank single detections identically — and with `max` aggregation they pick *exactly the same
+# frames* (in the full comparison, entropy's and margin's curves coincide). They differ in
+# shape, which matters once several detections are summed or averaged into one image score: `max` (the most doubtful detection), `mean` (all detections doubtful: sparse frames
 # with one borderline box win), `sum` (grows with the count: crowded frames win).
 # **A frame with no detection** is scored as if its most object-like cell (the highest class
 # probability before the threshold, `p_max`) were a detection: a frame the model confidently
@@ -440,7 +441,8 @@ print(f"entropy, round-0 model:    {composition(picks['entropy'], pool)}")
 # **(b) Redundant top-K.** The most uncertain frame's burst copies are about as uncertain as it
 # is: plain top-K spends labels on near-duplicates, which teach little more than one copy.
 # `diverse_entropy` walks the same ranking but skips a frame closer (in pooled backbone
-# features) than the 10% quantile of pairwise distances to one already taken.
+# features) than the 1% quantile of pairwise distances to one already taken (burst copies are
+# closer than that; frames of different scenes almost never are).
 
 # %%
 for name in ("entropy", "diverse_entropy", "random"):

@@ -104,9 +104,12 @@ def test_disagreement_is_zero_when_passes_agree_and_largest_when_they_flip():
     assert cluster_disagreement(same).item() == pytest.approx(0.0, abs=1e-12)  # unsure, but agreed
     flip = torch.tensor([1.0, 0.0], dtype=torch.float64)
     assert cluster_disagreement(flip).item() == pytest.approx(math.log(2))  # H(0.5) - 0
-    # box term: found by both passes, boxes overlapping at IoU 0.6 -> 1 - mean(1, 0.6) = 0.2
+    # box term: found by both passes at score 0.8, boxes overlapping at IoU 0.6:
+    # mean score 0.8 x (1 - mean(1, 0.6)) = 0.8 x 0.2 (the scores agree: no BALD part)
     ious = torch.tensor([1.0, 0.6], dtype=torch.float64)
-    assert cluster_disagreement(torch.tensor([0.8, 0.8]), ious).item() == pytest.approx(0.2)
+    assert cluster_disagreement(torch.tensor([0.8, 0.8]), ious).item() == pytest.approx(0.16)
+    # the same wandering boxes on a 0.06 flicker count 13 times less
+    assert cluster_disagreement(torch.tensor([0.06, 0.06]), ious).item() == pytest.approx(0.012)
 
 
 def test_image_disagreement_without_detections_uses_each_pass_top_cell():

@@ -68,7 +68,7 @@ class ActiveConfig(Section):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     mc_passes: Annotated[int, Field(ge=2)] = 8
     mc_match_iou: Probability = 0.5
-    diversity_quantile: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    diversity_quantile: Annotated[float, Field(ge=0, lt=1)] = 0.01
     labelling: Literal["simulated", "manual"] = "simulated"
     pool: PoolConfig = PoolConfig()
 

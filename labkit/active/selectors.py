@@ -119,7 +119,7 @@ def top_k(scores: Tensor, pool_ids: list[int], k: int) -> list[int]:
 
 
 def greedy_diverse_top_k(
-    scores: Tensor, features: Tensor, pool_ids: list[int], k: int, quantile: float = 0.1
+    scores: Tensor, features: Tensor, pool_ids: list[int], k: int, quantile: float = 0.01
 ) -> list[int]:
     """Top-K by score, skipping frames that nearly duplicate one already chosen.
 
@@ -266,7 +266,7 @@ class MCDropoutSelector(_ScoreSelector):
 class DiverseSelector(_ScoreSelector):
     """``base``'s score, top-K without near-duplicates (:func:`greedy_diverse_top_k`)."""
 
-    def __init__(self, base: _ScoreSelector, quantile: float = 0.1):
+    def __init__(self, base: _ScoreSelector, quantile: float = 0.01):
         if not 0 <= quantile < 1:
             raise ValueError(f"diversity quantile must be in [0, 1), got {quantile}")
         self.base, self.quantile, self.name = base, quantile, f"diverse_{base.name}"
@@ -310,5 +310,5 @@ def make_selector(name: str, active: dict | None = None) -> Selector:
         return MCDropoutSelector(active.get("mc_passes", 8), active.get("mc_match_iou", 0.5), how)
     if name.startswith("diverse_") and name[len("diverse_") :] in SELECTOR_NAMES[1:5]:
         base = make_selector(name[len("diverse_") :], active)
-        return DiverseSelector(base, active.get("diversity_quantile", 0.1))
+        return DiverseSelector(base, active.get("diversity_quantile", 0.01))
     raise ValueError(f"unknown selector '{name}'; choose from {', '.join(SELECTOR_NAMES)}")
