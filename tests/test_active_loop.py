@@ -3,9 +3,6 @@ labelling, the curve arithmetic and the gap test. Tiny settings: seconds on one 
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +18,7 @@ from labkit.active.loop import (
 )
 from labkit.active.selectors import check_selection, make_selector
 from labkit.active.task import build_pool, build_val_loader, check, load_comparison, run
+from labkit.train import main as train_main
 from labkit.utils.config import ConfigError, apply_overrides, load_config
 
 CPU = torch.device("cpu")
@@ -92,13 +90,13 @@ def untimed(state):
 
 
 def test_resume_between_rounds_equals_a_straight_run(tmp_path):
-    cfg = tiny_cfg()
+    cfg = tiny_cfg("active.rounds=1")
     straight = run(cfg, tmp_path / "straight", CPU, progress=False)
-    assert straight.summary["stopped_by"] == "max_steps" and straight.summary["step"] == 6
-    first = run(cfg, tmp_path / "split", CPU, progress=False, stop_after=2)
-    assert first.interrupted and first.summary["step"] == 2  # killed after two rounds
+    assert straight.summary["stopped_by"] == "max_steps" and straight.summary["step"] == 4
+    first = run(cfg, tmp_path / "split", CPU, progress=False, stop_after=1)
+    assert first.interrupted and first.summary["step"] == 1  # killed after random's round 0
     second = run(cfg, resume_from=tmp_path / "split", progress=False)
-    assert second.summary["step"] == 6 and not second.interrupted
+    assert second.summary["step"] == 4 and not second.interrupted
     for key, state in straight.details.states.items():
         assert untimed(second.details.states[key]) == untimed(state)  # ids, scores, metrics
     assert (tmp_path / "split" / "curves.png").is_file()
@@ -182,28 +180,19 @@ def test_gap_test_compares_with_twice_randoms_seed_spread():
     )
 
 
-def test_cli_runs_and_resumes_the_comparison(tmp_path):
-    # The entry point a learner uses, in a subprocess: a tiny comparison, then --resume of its
-    # folder (finished: nothing left to run, the same summary).
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "labkit.train", "p40_active", *TINY, "active.rounds=1"]
-    first = subprocess.run(
-        [*command, "--runs-dir", str(tmp_path)], capture_output=True, text=True, env=env
-    )
-    assert first.returncode == 0, first.stderr[-2000:]
-    summary = json.loads(first.stdout.strip().splitlines()[-1])
+def test_cli_runs_and_resumes_the_comparison(tmp_path, capsys):
+    # The entry point a learner uses (in this process: a second interpreter would spend longer
+    # importing torch than the run takes): a tiny comparison, then --resume of its folder
+    # (finished: nothing left to run, the same summary).
+    args = ["p40_active", *TINY, "active.rounds=0", "--runs-dir", str(tmp_path)]
+    assert train_main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     run_dir = Path(summary["run_dir"])
-    assert summary["step"] == 4 and "gap/entropy" in summary  # 2 loops x 2 rounds
+    assert summary["step"] == 2 and "gap/entropy" in summary  # 2 loops x 1 round
     assert (run_dir / "curves.png").is_file() and (run_dir / "config.yaml").is_file()
-    again = subprocess.run(
-        [sys.executable, "-m", "labkit.train", "--resume", str(run_dir)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert again.returncode == 0, again.stderr[-2000:]
-    resumed = json.loads(again.stdout.strip().splitlines()[-1])
-    assert resumed["step"] == 4 and resumed["auc/entropy"] == summary["auc/entropy"]
+    assert train_main(["--resume", str(run_dir)]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert resumed["step"] == 2 and resumed["auc/entropy"] == summary["auc/entropy"]
 
 
 def test_warm_start_continues_from_the_last_round(data, tmp_path):
