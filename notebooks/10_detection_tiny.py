@@ -147,7 +147,7 @@ def show(image, title="", ax=None):
 shapes = ShapesDataset(8, image_size=image_size, seed=seed)
 images, targets = detection_collate([shapes[i] for i in range(8)])
 print("images", tuple(images.shape), images.dtype, "| first target:", targets[0])
-plt.figure(figsize=(14, 4.2))
+plt.figure(figsize=(13, 7.2))
 show(prediction_grid(images, targets=targets, class_names=shapes.class_names, nrow=4,
                      scale=2, legend=True), "8 training images with their boxes")  # fmt: skip
 plt.show()

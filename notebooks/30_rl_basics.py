@@ -20,12 +20,12 @@
 # no baseline, reward ×100, too little exploration) are each one config override, shown side by
 # side with the working config.
 #
-# **Run time** ("Run all", defaults): the quick version, 230 s on the lab's 2-core CI machine
-# (one torch thread, load average ≈ 7 from other jobs); 60 s once a full run has left its
-# results. The full version (`full = True`: 3 seeds, every failure mode with the working
-# config's budget) takes about 16 minutes there; run it headless once —
+# **Run time** ("Run all", defaults): the quick version, 200 s on the lab's 2-core CI machine
+# (one torch thread, load average ≈ 8 from other jobs); about 30 s once a full run has left
+# its results. The full version (`full = True`: 3 seeds, every failure mode with the working
+# config's budget) takes about 13 minutes there (load ≈ 4-5); run it headless once —
 # `make rerun NB=30_rl_basics PARAMS="-p full True"` — and every later "Run all" reads its
-# results. Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 40 s. GPU: not needed (a
+# results. Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 35 s. GPU: not needed (a
 # 2-layer MLP on 4 numbers; the GPU's launch overhead makes it slower).
 #
 # **Reference numbers** (`python -m labkit.done p30`, seeds 1-3, one CPU thread):
@@ -131,7 +131,7 @@ notebook_start = time.perf_counter()
 print(f"smoke={smoke}, version: {version}, seeds {seeds}, budgets: DQN {dqn_env_steps:,} env "
       f"steps, REINFORCE {pg_episodes} episodes; this run's folder: {RUNS}")  # fmt: skip
 if version == "quick":
-    print("Quick version. For the full comparison run once, headless (about 16 min on 2 CPU "
+    print("Quick version. For the full comparison run once, headless (about 13 min on 2 CPU "
           'cores): make rerun NB=30_rl_basics PARAMS="-p full True"')  # fmt: skip
 
 
