@@ -14,6 +14,7 @@ from types import ModuleType
 PHASES: dict[str, str] = {
     "p00": "labkit.warmup.task",  # MNIST warm-up, the anatomy of a training loop
     "p10": "labkit.detection.task",  # tiny one-stage detector
+    "p20": "labkit.diffusion.task",  # mini DDPM: schedules, U-Net, EMA, DDIM, guidance
     "p30": "labkit.rl.task",  # CartPole: DQN and REINFORCE with baseline
     "p40": "labkit.active.task",  # active learning: which frames to label (builds on p10)
 }
