@@ -22,8 +22,9 @@
 # - `make test` passes, and `make bench` puts the trainer within 3 % of a bare loop.
 #
 # **Run time** ("Run all", defaults): 210 s on the lab's 2-core CI machine (one torch thread,
-# load average 7-9 from other jobs; the real run of section 7 is half of it); smoke setting
-# (`LABKIT_SMOKE=1`, what `make test` runs): 80 s there. GTX 1060: not measured yet.
+# load average 7-9 from other jobs; the real run of section 7 is half of it), 125 s at load 3;
+# smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 80 s there (35 s at load 3).
+# GTX 1060: not measured yet.
 #
 # **Reference numbers** (`python -m labkit.train p00_mnist`: 1,500 steps, batch 64):
 #

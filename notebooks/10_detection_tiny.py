@@ -25,9 +25,9 @@
 #
 # **Run time** ("Run all", defaults): 250 s on the lab's 2-core CI machine (one torch thread,
 # load average ≈ 9 from other jobs): the short held-out run takes 85 s of it, the four
-# overfit-harness runs 35 s each; with a checkpoint of the full run present (below), about
-# 170 s. Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 45 s. GTX 1060: not
-# measured yet.
+# overfit-harness runs 35 s each; 135 s at load 3. With a checkpoint of the full run present
+# (below), about 170 s at load 9. Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs):
+# 45 s (25 s at load 3). GTX 1060: not measured yet.
 #
 # **Reference numbers** (`python -m labkit.train p10_detection`: 3,000 steps, batch 8, 96 px):
 #

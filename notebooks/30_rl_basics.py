@@ -21,12 +21,13 @@
 # side with the working config.
 #
 # **Run time** ("Run all", defaults): the quick version, 200 s on the lab's 2-core CI machine
-# (one torch thread, load average ≈ 8 from other jobs); about 30 s once a full run has left
-# its results. The full version (`full = True`: 3 seeds, every failure mode with the working
-# config's budget) takes about 13 minutes there (load ≈ 4-5); run it headless once —
-# `make rerun NB=30_rl_basics PARAMS="-p full True"` — and every later "Run all" reads its
-# results. Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 35 s. GPU: not needed (a
-# 2-layer MLP on 4 numbers; the GPU's launch overhead makes it slower).
+# (one torch thread, load average ≈ 8 from other jobs; 165 s at load 3.5); about 30 s once a
+# full run has left its results. The full version (`full = True`: 3 seeds, every failure mode
+# with the working config's budget) takes about 13 minutes there (load ≈ 4-5); run it
+# headless once — `make rerun NB=30_rl_basics PARAMS="-p full True"` — and every later
+# "Run all" reads its results. Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 35 s
+# (50 s at load 3.5; the spread is the machine's). GPU: not needed (a 2-layer MLP on 4
+# numbers; the GPU's launch overhead makes it slower).
 #
 # **Reference numbers** (`python -m labkit.done p30`, seeds 1-3, one CPU thread):
 #
