@@ -179,16 +179,20 @@ def draw_detections(
 
 
 def legend_strip(class_names: Sequence[str], width: int, height: int = 26) -> Tensor:
-    """A white strip naming each class's colour and the two line styles: uint8 ``[3, h, width]``."""
-    strip = np.full((height, width, 3), 255, dtype=np.uint8)
+    """A white strip naming each class's colour and the two line styles: uint8 ``[3, h, width]``
+    (two rows of ``height`` when one is too narrow for both)."""
+    note = "solid: detection   dashed: ground truth"
+    text_width = cv2.getTextSize(note, FONT, 0.45, 1)[0][0]
+    names_width = sum(28 + cv2.getTextSize(n, FONT, 0.45, 1)[0][0] for n in class_names)
+    one_row = 6 + names_width + 10 + text_width <= width
+    strip = np.full((height if one_row else 2 * height, width, 3), 255, dtype=np.uint8)
     x, y = 6, height // 2
-    items = [(name, class_color(i)) for i, name in enumerate(class_names)]
-    for name, color in items:
-        cv2.rectangle(strip, (x, y - 7), (x + 14, y + 7), color, -1)
+    for i, name in enumerate(class_names):
+        cv2.rectangle(strip, (x, y - 7), (x + 14, y + 7), class_color(i), -1)
         cv2.putText(strip, name, (x + 18, y + 5), FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         x += 28 + cv2.getTextSize(name, FONT, 0.45, 1)[0][0]
-    note = "solid: detection (score)   dashed: ground truth"
-    cv2.putText(strip, note, (x + 10, y + 5), FONT, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
+    x, y = (x + 10, y) if one_row else (6, y + height)
+    cv2.putText(strip, note, (x, y + 5), FONT, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
     return torch.from_numpy(strip).permute(2, 0, 1).contiguous()
 
 
