@@ -194,5 +194,5 @@ def plot_curves(summary: dict, ax=None, title: str | None = None):
         title or f"label efficiency: mean ± std over {len(e['curves'])} seeds", fontsize=10
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     return ax

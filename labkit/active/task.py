@@ -276,6 +276,10 @@ def load_comparison(run_dir: str | Path) -> Comparison:
     for path in sorted((run_dir / "loops").glob("*/state.json")):
         state = LoopState.load(path)
         states[(state.selector, state.seed)] = state
+    config = run_dir / "config.yaml"  # the run's order of selectors (random first), if known
+    order = load_config(config)["active"]["selectors"] if config.is_file() else ["random"]
+    rank = {name: i for i, name in enumerate(order)}
+    states = dict(sorted(states.items(), key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0])))
     comparison = Comparison(states)
     histories = {key: state.history for key, state in states.items()}
     comparison.summary = summarise(histories, "eval/map50")
