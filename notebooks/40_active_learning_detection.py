@@ -130,8 +130,9 @@ def thumbnails(ids, pool, titles, ncols=8, size=1.3, suptitle=None):
         ax.set_title(title, fontsize=7, color=colours[pool.source.kinds[i]])
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    plt.tight_layout()
-    plt.show()
+    fig.tight_layout()
+    display(fig)  # shown where the helper is called
+    plt.close(fig)
 
 
 def composition(ids, pool):
