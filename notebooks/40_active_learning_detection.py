@@ -542,7 +542,7 @@ for how in ("max", "sum"):
 #
 # Every uncertainty selector beats random by 5-9 × random's AUC std (2σ = 0.012), on every seed.
 # `python -m labkit.done p40` (random vs entropy, 40 → 160 labels): AUC 0.164 ± 0.013 vs
-# 0.104 ± 0.001, gap +0.059, paired +0.059 ± 0.014, 3/3 seeds; 6.8 CPU-minutes. The absolute
+# 0.104 ± 0.001, gap +0.059, paired +0.059 ± 0.014, 3/3 seeds; 5.3 minutes (load ≈ 1). The absolute
 # mAP is low — a ResNet18 from scratch on at most 220 frames of 64 px, most of them empty — and
 # random's curve even dips: with a fixed number of steps, more empty frames dilute the few
 # with objects. GTX 1060: not measured (one round is a few hundred steps of a tiny model).

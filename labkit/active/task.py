@@ -293,7 +293,8 @@ def load_comparison(run_dir: str | Path) -> Comparison:
 
 # The comparison the checks run: p40_active's pool, budget and training, restricted to random
 # against entropy (max over detections), 3 seeds, 2 acquisition rounds of 60 frames after 40
-# initial ones (40 -> 160 labelled), 300 steps a round: 15 trainings, about 7 CPU-minutes.
+# initial ones (40 -> 160 labelled), 300 steps a round: 13 trainings (round 0 is shared);
+# measured 5.3 minutes on one CPU thread at load ~1 (315 s of CPU), 30 min on a busy machine.
 DONE_OVERRIDES = [
     "device=cpu",
     "active.selectors=[random, entropy]",
