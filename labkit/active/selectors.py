@@ -24,6 +24,7 @@ these invariants; the loop and ``python -m labkit.done p40`` check every selecti
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -198,13 +199,14 @@ class RandomSelector:
         return [pool_ids[i] for i in order[:k]]
 
 
-class _ScoreSelector:
+class _ScoreSelector(ABC):
     """Top-K of a score: given a ``Tensor`` it is the score, given a context it computes it."""
 
     name = "score"
 
+    @abstractmethod
     def scores(self, context: ScoringContext, pool_ids: list[int]) -> Tensor:
-        raise NotImplementedError
+        """One score per pool image [P]; higher is picked first."""
 
     def select(self, scores_or_model, pool_ids, k, rng) -> list[int]:
         if k == 0 or not pool_ids:
