@@ -277,3 +277,26 @@ def test_bad_inputs_fail_loudly():
         nms(torch.zeros(3, 4, dtype=torch.int64), torch.zeros(3), 0.5)
     with pytest.raises(ValueError, match="one category per box"):
         batched_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(2), 0.5)
+
+
+def test_iou_columns_equal_torchvision_box_iou_bit_for_bit_degenerate_boxes_included():
+    # Integer boxes on a small grid: zero-width, zero-height and point boxes, plus two inverted
+    # ones. torchvision returns NaN for a pair of zero-area boxes; so does _iou_columns.
+    g = torch.Generator().manual_seed(4)
+    top_left = torch.randint(0, 6, (60, 2), generator=g)
+    boxes = torch.cat([top_left, top_left + torch.randint(0, 3, (60, 2), generator=g)], 1).float()
+    boxes = torch.cat([boxes, torch.tensor([[4.0, 4.0, 1.0, 1.0], [2.0, 0.0, 0.0, 3.0]])])
+    columns = _box_columns(boxes)
+    torch.testing.assert_close(
+        _iou_columns(columns, columns), tv.box_iou(boxes, boxes), rtol=0, atol=0, equal_nan=True
+    )
+
+
+def test_kept_indices_are_ordinary_tensors():
+    # NMS runs in inference mode for speed; what it returns must still work in autograd, e.g.
+    # to pick the kept boxes of a tensor that requires grad.
+    g = torch.Generator().manual_seed(2)
+    boxes, scores = clustered_boxes(30, g), torch.rand(30, generator=g, requires_grad=True)
+    for keep in (nms(boxes, scores, 0.5), batched_nms(boxes, scores, torch.zeros(30).long(), 0.5)):
+        assert not keep.is_inference()
+        scores[keep].sum().backward()
