@@ -15,7 +15,7 @@ world covariance Σ at camera-space mean ``t = (x, y, z)`` lands on the image, t
 a 2D Gaussian with covariance ``Σ' = J W Σ Wᵀ Jᵀ``: W is the world-to-camera rotation and J the
 Jacobian of the perspective projection at t (the projection is not affine, so it is linearised).
 
-Explained in notebooks/50_splatting_tiny.py.
+Explained in notebooks/50_gaussian_splatting_tiny.py.
 """
 
 from __future__ import annotations

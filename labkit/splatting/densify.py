@@ -23,7 +23,7 @@ With the order-free "sum" rasteriser a copy would double the colour a region rec
 ``conserve_sum=True`` the clones share the parent's opacity (each gets ``o / 2``) and the split
 children keep the parent's total weight ``o · s_x s_y`` (each gets ``o · 1.6² / 2``, at most 0.99).
 
-Explained in notebooks/50_splatting_tiny.py.
+Explained in notebooks/50_gaussian_splatting_tiny.py.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ MSE by default instead of L1 (GaussianImage trains with L2, and PSNR is a functi
 Fits are deterministic for a given generator seed: initialisation and split sampling draw from
 it, and the rasterisers are deterministic on the CPU (sorts are stable, sums have a fixed order).
 
-Explained in notebooks/50_splatting_tiny.py.
+Explained in notebooks/50_gaussian_splatting_tiny.py.
 """
 
 from __future__ import annotations

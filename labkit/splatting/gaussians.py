@@ -15,7 +15,7 @@ Conventions used across ``labkit.splatting``:
   degree-0 coefficient, ``sh_rest [N, K-1, 3]`` (``K = (degree+1)²``) the rest, zero-sized for
   degree 0. 3DGS gives them different learning rates, hence two tensors.
 
-Explained in notebooks/50_splatting_tiny.py.
+Explained in notebooks/50_gaussian_splatting_tiny.py.
 """
 
 from __future__ import annotations

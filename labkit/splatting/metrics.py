@@ -8,7 +8,7 @@ fit inside the image ("valid"), averaged over channels. That is what
 use_sample_covariance=False, data_range=1, channel_axis=-1)`` computes; the tests compare the two.
 (3DGS's training loss zero-pads instead, which also scores the border; the difference is small.)
 
-Explained in notebooks/50_splatting_tiny.py.
+Explained in notebooks/50_gaussian_splatting_tiny.py.
 """
 
 from __future__ import annotations

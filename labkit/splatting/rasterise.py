@@ -23,7 +23,7 @@ touches the tile ("duplicate with keys"), sort the list by (tile, depth order), 
 pair on the tile's pixels only. The cumulative product becomes a cumulative sum of ``log(1 - α)``
 inside each tile's run of the sorted list. Cost: O(#pairs × tile²) instead of O(N × H × W).
 
-Explained in notebooks/50_splatting_tiny.py.
+Explained in notebooks/50_gaussian_splatting_tiny.py.
 """
 
 from __future__ import annotations

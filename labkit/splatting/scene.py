@@ -11,7 +11,7 @@ their shaded colour, and both position and colour get Gaussian noise, as triangu
 Downward-facing surfaces (never seen from cameras above the floor) get no points, as SfM would
 not see them either.
 
-Explained in notebooks/50_splatting_tiny.py.
+Explained in notebooks/50_gaussian_splatting_tiny.py.
 """
 
 from __future__ import annotations
