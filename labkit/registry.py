@@ -17,6 +17,7 @@ PHASES: dict[str, str] = {
     "p20": "labkit.diffusion.task",  # mini DDPM: schedules, U-Net, EMA, DDIM, guidance
     "p30": "labkit.rl.task",  # CartPole: DQN and REINFORCE with baseline
     "p40": "labkit.active.task",  # active learning: which frames to label (builds on p10)
+    "p50": "labkit.splatting.task",  # tiny Gaussian splatting: an image in 2D, a scene in 3D
 }
 
 

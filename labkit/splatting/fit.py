@@ -1,14 +1,20 @@
 """Fitting Gaussians by gradient descent: one image with 2D Gaussians, a scene with 3D ones.
 
-Both loops are the same few lines: render, compare with the target, backward, Adam step (one
-learning rate per kind of parameter, as 3DGS), now and then densify and prune. The positional
-learning rate decays exponentially, as in 3DGS: large moves early, fine placement late.
+Both fits are the same few lines (``Fit.train_step``): render, compare with the target,
+backward, Adam step (one learning rate per kind of parameter, as 3DGS), now and then densify and
+prune. The positional learning rate decays exponentially, as in 3DGS: large moves early, fine
+placement late. ``ImageFit`` and ``SceneFit`` say what is rendered and compared; everything a fit
+changes as it runs (Gaussians, Adam moments, densification statistics, generator, step, the 3D
+view order) is in the fit object and in its ``state_dict``, so a fit stopped after any step
+continues bitwise identically. ``fit_2d`` / ``fit_3d`` run one to the end in memory; the phase's
+task (``labkit.splatting.task``) drives the same ``train_step`` with logging and checkpoints.
 
 Loss (3DGS eq. 7): ``L = (1 - λ) L1 + λ (1 - SSIM)`` with λ = ``ssim_weight``; ``fit_2d`` uses
 MSE by default instead of L1 (GaussianImage trains with L2, and PSNR is a function of MSE).
 
 Fits are deterministic for a given generator seed: initialisation and split sampling draw from
 it, and the rasterisers are deterministic on the CPU (sorts are stable, sums have a fixed order).
+Evaluation draws nothing from it, so how often a fit is evaluated never changes the fit.
 
 Explained in notebooks/50_gaussian_splatting_tiny.py.
 """
@@ -16,8 +22,10 @@ Explained in notebooks/50_gaussian_splatting_tiny.py.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +38,8 @@ from labkit.splatting.gaussians import (
     Gaussians3D,
     gaussians_2d_from_image,
     gaussians_3d_from_points,
+    random_gaussians_2d,
+    random_gaussians_3d,
 )
 from labkit.splatting.metrics import psnr, ssim
 from labkit.splatting.rasterise import render_gaussians_2d, render_gaussians_3d
@@ -39,17 +49,21 @@ __all__ = [
     "FitResult",
     "LR_2D",
     "LR_3D",
+    "Fit",
+    "ImageFit",
+    "SceneFit",
     "fit_2d",
     "fit_3d",
     "evaluate_3d",
     "image_loss",
+    "scene_extent",
     "psnr",
     "ssim",
 ]
 
 # Adam learning rates per parameter kind. 2D: means in pixels per step, tuned on 128x128 images.
 # 3D: 3DGS's values (train.py defaults), but the position rate is 10x theirs (1.6e-4) since the
-# fits here are ~10x shorter than their 30k steps; fit_3d multiplies it by the scene extent
+# fits here are ~10x shorter than their 30k steps; SceneFit multiplies it by the scene extent
 # (3DGS's spatial_lr_scale), so it is in scene-size units.
 LR_2D = {"means": 0.05, "log_scales": 0.02, "angles": 0.02, "colors": 0.01, "opacity_logits": 0.02}
 LR_3D = {
@@ -65,10 +79,11 @@ LR_3D = {
 @dataclass
 class FitResult:
     """What a fit returns. ``eval_steps[k]`` is the step at which ``psnr[k]``, ``ssim[k]`` and
-    ``num_gaussians[k]`` were measured (for ``fit_3d``: means over the held-out views);
-    ``loss`` has one entry per step; ``renders`` maps chosen steps to ``[H, W, 3]`` images (the
-    first held-out view for ``fit_3d``); ``seconds`` is the wall time of the loop and
-    ``cpu_seconds`` its process CPU time (on a shared machine the fairer measure)."""
+    ``num_gaussians[k]`` were measured, after that step's update (for ``fit_3d``: means over the
+    held-out views); ``loss`` has one entry per step; ``renders`` maps chosen steps to
+    ``[H, W, 3]`` images (the first held-out view for ``fit_3d``); ``seconds`` is the wall time
+    of the loop and ``cpu_seconds`` its process CPU time (on a shared machine the fairer
+    measure); ``fit`` is the fit object itself (its state continues the fit)."""
 
     gaussians: Gaussians2D | Gaussians3D
     eval_steps: list[int] = field(default_factory=list)
@@ -79,6 +94,7 @@ class FitResult:
     renders: dict[int, Tensor] = field(default_factory=dict)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    fit: Fit | None = None
 
 
 def image_loss(
@@ -108,11 +124,178 @@ def _decay_means_lr(
             group["lr"] = lr0 * ratio ** (step / steps)
 
 
-def _bar(steps: int, progress: bool):
-    return tqdm(range(1, steps + 1), disable=not progress, leave=False)
+# ---------------------------------------------------------------- a fit in progress
+
+
+class Fit(ABC):
+    """A fit in progress: Gaussians, their Adam, densification statistics, generator and step.
+
+    Subclasses say what one step renders and compares (``loss``) and how a fit is measured
+    (``evaluate``, ``preview``). ``train_step`` is the algorithm, written once for both.
+
+    Args:
+        gaussians: the starting set (made leaf tensors that require grad here).
+        lr: Adam rate per tensor name (the means' rate is the start of its decay).
+        steps: the length of the fit: the means' rate decays over it.
+        means_lr_final_ratio: the means' rate reaches this fraction of its start at ``steps``
+            (1.0: constant).
+        densify: clone/split/prune settings; None = a fixed set.
+        generator: the fit's only randomness (split sampling, 3D view order).
+    """
+
+    def __init__(
+        self,
+        gaussians: Gaussians2D | Gaussians3D,
+        lr: dict[str, float],
+        steps: int,
+        means_lr_final_ratio: float,
+        densify: DensifyConfig | None,
+        generator: torch.Generator,
+    ) -> None:
+        self.gaussians = gaussians.requires_grad_()
+        self.lr, self.steps, self.means_lr_final_ratio = dict(lr), steps, means_lr_final_ratio
+        self.densify, self.generator = densify, generator
+        self.optimizer = _adam(self.gaussians, self.lr)
+        self.stats = GradientStats(len(self.gaussians))
+        self.step = 0
+
+    @abstractmethod
+    def loss(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """This step's loss, the image-space means ``[V, 2]`` whose ``.grad`` feeds
+        densification after backward, and the indices ``[V]`` of those Gaussians (None: all)."""
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """``{"psnr", "ssim", "num_gaussians"}`` of the current Gaussians."""
+
+    @abstractmethod
+    def preview(self) -> Tensor:
+        """``[H, W, 3]`` render in [0, 1] to look at (the image; for 3D the first held-out view)."""
+
+    @abstractmethod
+    def preview_target(self) -> Tensor:
+        """``[H, W, 3]`` what ``preview`` should look like."""
+
+    def train_step(self) -> float:
+        """One step of the algorithm; returns its loss (measured before the update)."""
+        self.step += 1
+        _decay_means_lr(
+            self.optimizer, self.lr["means"], self.step, self.steps, self.means_lr_final_ratio
+        )
+        loss, means2d, ids = self.loss()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+        densify = self.densify
+        if densify is not None and self.step <= densify.stop:
+            self.stats.add(means2d.grad, ids)  # gradient of the loss w.r.t. image-space means
+            if densify.due(self.step):
+                self.gaussians = densify_and_prune(
+                    self.gaussians, self.optimizer, self.stats, densify, self.generator
+                )
+                self.stats = GradientStats(len(self.gaussians))
+        return loss.item()
+
+    # -------------------------------------------------------- state: continue a fit exactly
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next step depends on, as tensors and plain values (``weights_only``).
+
+        ``gaussians`` (their count changes with densification), ``optimizer`` (Adam's moments
+        and step per tensor, the groups' current rates), ``step``, ``generator`` (its state),
+        ``grad_sum`` / ``grad_count`` (densification statistics since the last round).
+        """
+        return {
+            "gaussians": self.gaussians.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "generator": self.generator.get_state(),
+            "grad_sum": self.stats.grad_sum.clone(),
+            "grad_count": self.stats.count.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (a ``state_dict`` of a fit with the same settings)."""
+        self.start_from(state["gaussians"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.generator.set_state(state["generator"])
+        self.stats.grad_sum, self.stats.count = (
+            state["grad_sum"].clone(),
+            state["grad_count"].clone(),
+        )
+
+    def start_from(self, gaussians: dict[str, Tensor]) -> None:
+        """Replace the Gaussians by saved ones; Adam and the statistics start afresh for them."""
+        self.gaussians.load_state_dict(gaussians)
+        self.gaussians.requires_grad_()
+        self.optimizer = _adam(self.gaussians, self.lr)
+        self.stats = GradientStats(len(self.gaussians))
 
 
 # ---------------------------------------------------------------- 2D: one image
+
+
+class ImageFit(Fit):
+    """Fit 2D Gaussians to one image (GaussianImage, Zhang et al. 2024); see :func:`fit_2d`."""
+
+    def __init__(
+        self,
+        image: Tensor,
+        num_gaussians: int,
+        steps: int,
+        *,
+        lr: dict[str, float] | None = None,
+        means_lr_final_ratio: float = 0.05,
+        densify: DensifyConfig | None = None,
+        mode: str = "sum",
+        loss: str = "l2",
+        ssim_weight: float = 0.0,
+        init: str = "image",
+        generator: torch.Generator | None = None,
+        tile: int = 8,
+    ) -> None:
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"image must be [H, W, 3] in [0, 1]; got {tuple(image.shape)}")
+        if init not in ("image", "random"):
+            raise ValueError(f"init must be 'image' or 'random'; got {init!r}")
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.image = image.float()  # [H, W, 3]
+        self.height, self.width = image.shape[:2]
+        self.mode, self.loss_kind, self.ssim_weight, self.tile = mode, loss, ssim_weight, tile
+        if init == "image":  # each Gaussian starts with the colour of the pixel under it
+            gaussians = gaussians_2d_from_image(self.image, num_gaussians, generator)
+        else:
+            gaussians = random_gaussians_2d(num_gaussians, self.height, self.width, generator)
+        super().__init__(
+            gaussians, {**LR_2D, **(lr or {})}, steps, means_lr_final_ratio, densify, generator
+        )
+
+    def render(self) -> Tensor:
+        """``[H, W, 3]`` render of the current Gaussians (not clamped: the loss sees this)."""
+        return render_gaussians_2d(self.gaussians, self.height, self.width, self.mode, self.tile)
+
+    def loss(self) -> tuple[Tensor, Tensor, None]:
+        rendered = self.render()  # [H, W, 3]
+        loss = image_loss(rendered, self.image, self.ssim_weight, self.loss_kind)
+        return loss, self.gaussians.means, None  # the means are already image-space
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        shown = self.preview()
+        return {
+            "psnr": psnr(shown, self.image).item(),
+            "ssim": ssim(shown, self.image).item(),
+            "num_gaussians": float(len(self.gaussians)),
+        }
+
+    @torch.no_grad()
+    def preview(self) -> Tensor:
+        return self.render().clamp(0, 1)
+
+    def preview_target(self) -> Tensor:
+        return self.image
 
 
 def fit_2d(
@@ -126,6 +309,7 @@ def fit_2d(
     mode: str = "sum",
     loss: str = "l2",
     ssim_weight: float = 0.0,
+    init: str = "image",
     eval_every: int = 100,
     render_steps: Sequence[int] = (),
     generator: torch.Generator | None = None,
@@ -144,6 +328,7 @@ def fit_2d(
             gradient of the loss w.r.t. the mean in pixels, and the scale σ in pixels.
         mode: ``"sum"`` (GaussianImage's order-free sum) or ``"alpha"`` (compositing in index order).
         loss, ssim_weight: see ``image_loss``.
+        init: ``"image"`` (at random pixels, with their colours) or ``"random"`` (random colours).
         eval_every: measure PSNR/SSIM every this many steps (and at the last step).
         render_steps: steps at which to keep a copy of the render (0 = the initialisation).
         generator: seeds initialisation and split sampling; None = ``manual_seed(0)``.
@@ -151,55 +336,36 @@ def fit_2d(
     Returns:
         ``FitResult`` with the fitted (detached) ``Gaussians2D``.
     """
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"image must be [H, W, 3] in [0, 1]; got {tuple(image.shape)}")
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    image = image.float()
-    height, width = image.shape[:2]
-    gaussians = gaussians_2d_from_image(image, num_gaussians, generator).requires_grad_()
-    lr = {**LR_2D, **(lr or {})}
-    optimizer = _adam(gaussians, lr)
-    stats = GradientStats(len(gaussians))
-    result = FitResult(gaussians)
-    if 0 in render_steps:
-        with torch.no_grad():
-            result.renders[0] = render_gaussians_2d(gaussians, height, width, mode, tile).clamp(
-                0, 1
-            )
+    fit = ImageFit(
+        image, num_gaussians, steps, lr=lr, means_lr_final_ratio=means_lr_final_ratio,
+        densify=densify, mode=mode, loss=loss, ssim_weight=ssim_weight, init=init,
+        generator=generator, tile=tile,
+    )  # fmt: skip
+    return run_fit(fit, eval_every, render_steps, progress)
 
+
+def run_fit(
+    fit: Fit, eval_every: int, render_steps: Sequence[int] = (), progress: bool = False
+) -> FitResult:
+    """Run ``fit`` from its current step to ``fit.steps`` in memory, measuring as it goes."""
+    result = FitResult(fit.gaussians, fit=fit)
+    if fit.step == 0 and 0 in render_steps:
+        result.renders[0] = fit.preview()
     start, cpu_start = time.perf_counter(), time.process_time()
-    for step in _bar(steps, progress):
-        _decay_means_lr(optimizer, lr["means"], step, steps, means_lr_final_ratio)
-        rendered = render_gaussians_2d(gaussians, height, width, mode, tile)  # [H, W, 3]
-        loss_value = image_loss(rendered, image, ssim_weight, loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss_value.backward()
-        optimizer.step()
-        result.loss.append(loss_value.item())
-
-        if densify is not None and step <= densify.stop:
-            stats.add(gaussians.means.grad)  # the means are already image-space
-            if densify.due(step):
-                gaussians = densify_and_prune(gaussians, optimizer, stats, densify, generator)
-                stats = GradientStats(len(gaussians))
-        if step % eval_every == 0 or step == steps or step in render_steps:
-            with torch.no_grad():
-                shown = rendered.detach().clamp(0, 1)
-                if step % eval_every == 0 or step == steps:
-                    _record(result, step, shown, image, len(gaussians))
-                if step in render_steps:
-                    result.renders[step] = shown
+    for step in tqdm(range(fit.step + 1, fit.steps + 1), disable=not progress, leave=False):
+        result.loss.append(fit.train_step())
+        if step % eval_every == 0 or step == fit.steps:
+            scores = fit.evaluate()
+            result.eval_steps.append(step)
+            result.psnr.append(scores["psnr"])
+            result.ssim.append(scores["ssim"])
+            result.num_gaussians.append(int(scores["num_gaussians"]))
+        if step in render_steps:
+            result.renders[step] = fit.preview()
     result.seconds = time.perf_counter() - start
     result.cpu_seconds = time.process_time() - cpu_start
-    result.gaussians = gaussians.detach()
+    result.gaussians = fit.gaussians.detach()
     return result
-
-
-def _record(result: FitResult, step: int, rendered: Tensor, target: Tensor, num: int) -> None:
-    result.eval_steps.append(step)
-    result.psnr.append(psnr(rendered, target).item())
-    result.ssim.append(ssim(rendered, target).item())
-    result.num_gaussians.append(num)
 
 
 # ---------------------------------------------------------------- 3D: a scene from posed images
@@ -218,6 +384,80 @@ def evaluate_3d(
     return p, s, renders
 
 
+def scene_extent(points: Tensor) -> float:
+    """The points' largest distance from their centroid (3DGS's ``spatial_lr_scale``). ``[M, 3]``."""
+    return (points - points.mean(0)).norm(dim=-1).max().item()
+
+
+class SceneFit(Fit):
+    """Fit 3D Gaussians to posed images (3DGS, Kerbl et al. 2023); see :func:`fit_3d`.
+
+    Each step renders one training view; an epoch visits every view once in a random order,
+    ``order`` holds the views left in the current epoch (part of the state).
+    """
+
+    def __init__(
+        self,
+        data: SceneData,
+        steps: int,
+        *,
+        sh_degree: int = 0,
+        lr: dict[str, float] | None = None,
+        means_lr_final_ratio: float = 0.01,
+        densify: DensifyConfig | None = None,
+        loss: str = "l1",
+        ssim_weight: float = 0.2,
+        init: str = "points",
+        generator: torch.Generator | None = None,
+        tile: int = 8,
+    ) -> None:
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.data, self.loss_kind, self.ssim_weight, self.tile = data, loss, ssim_weight, tile
+        if init == "points":  # 3DGS: one Gaussian per sparse (SfM) point
+            gaussians = gaussians_3d_from_points(data.points, data.colors, sh_degree)
+        elif init == "random":  # 3DGS without SfM points: as many, uniform in their bounding cube
+            half = data.points.abs().max().item()
+            gaussians = random_gaussians_3d(len(data.points), half, sh_degree, generator)
+        else:
+            raise ValueError(f"init must be 'points' or 'random'; got {init!r}")
+        lr = {**LR_3D, **(lr or {})}
+        lr["means"] = lr["means"] * scene_extent(data.points)
+        super().__init__(gaussians, lr, steps, means_lr_final_ratio, densify, generator)
+        self.order: list[int] = []
+
+    def loss(self) -> tuple[Tensor, Tensor, Tensor]:
+        if not self.order:  # a new epoch: every training view once, in a random order
+            views = len(self.data.train_cameras)
+            self.order = torch.randperm(views, generator=self.generator).tolist()
+        view = self.order.pop()
+        out = render_gaussians_3d(
+            self.gaussians, self.data.train_cameras[view], self.data.background, tile=self.tile
+        )
+        target = self.data.train_images[view]  # [H, W, 3]
+        loss = image_loss(out.image, target, self.ssim_weight, self.loss_kind)
+        return loss, out.means2d, out.visible
+
+    def evaluate(self) -> dict[str, float]:
+        data = self.data
+        p, s, _ = evaluate_3d(self.gaussians, data.test_cameras, data.test_images, data.background)
+        return {"psnr": p, "ssim": s, "num_gaussians": float(len(self.gaussians))}
+
+    @torch.no_grad()
+    def preview(self) -> Tensor:
+        camera = self.data.test_cameras[0]
+        return render_gaussians_3d(self.gaussians, camera, self.data.background).image.clamp(0, 1)
+
+    def preview_target(self) -> Tensor:
+        return self.data.test_images[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "order": list(self.order)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.order = list(state["order"])
+
+
 def fit_3d(
     data: SceneData,
     steps: int = 3000,
@@ -226,7 +466,9 @@ def fit_3d(
     lr: dict[str, float] | None = None,
     means_lr_final_ratio: float = 0.01,
     densify: DensifyConfig | None = None,
+    loss: str = "l1",
     ssim_weight: float = 0.2,
+    init: str = "points",
     eval_every: int = 500,
     render_steps: Sequence[int] = (),
     generator: torch.Generator | None = None,
@@ -243,7 +485,9 @@ def fit_3d(
             extent (the points' largest distance from their centroid).
         densify: clone/split/prune settings, None = fixed set. ``grad_threshold`` is on the mean
             gradient w.r.t. the projected means in pixels; ``scale_threshold`` in world units.
-        ssim_weight: λ of ``image_loss`` (3DGS: 0.2).
+        loss, ssim_weight: kind and λ of ``image_loss`` (3DGS: L1 and 0.2).
+        init: ``"points"`` (one Gaussian per sparse point, 3DGS) or ``"random"`` (as many,
+            uniform in the points' bounding cube, random colours).
         eval_every: measure mean PSNR/SSIM over the held-out views every this many steps.
         render_steps: steps at which to keep the render of the first held-out view.
         generator: seeds the view order and split sampling; None = ``manual_seed(0)``.
@@ -251,47 +495,9 @@ def fit_3d(
     Returns:
         ``FitResult`` with the fitted (detached) ``Gaussians3D``; ``psnr``/``ssim`` are held-out.
     """
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    gaussians = gaussians_3d_from_points(data.points, data.colors, sh_degree).requires_grad_()
-    extent = (data.points - data.points.mean(0)).norm(dim=-1).max().item()
-    lr = {**LR_3D, **(lr or {})}
-    lr["means"] = lr["means"] * extent
-    optimizer = _adam(gaussians, lr)
-    stats = GradientStats(len(gaussians))
-    result = FitResult(gaussians)
-    background = data.background
-    order: list[int] = []
-
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for step in _bar(steps, progress):
-        _decay_means_lr(optimizer, lr["means"], step, steps, means_lr_final_ratio)
-        if not order:  # a new epoch: every training view once, in a random order
-            order = torch.randperm(len(data.train_cameras), generator=generator).tolist()
-        view = order.pop()
-        out = render_gaussians_3d(gaussians, data.train_cameras[view], background, tile=tile)
-        loss_value = image_loss(out.image, data.train_images[view], ssim_weight, "l1")
-        optimizer.zero_grad(set_to_none=True)
-        loss_value.backward()
-        optimizer.step()
-        result.loss.append(loss_value.item())
-
-        if densify is not None and step <= densify.stop:
-            stats.add(out.means2d.grad, out.visible)
-            if densify.due(step):
-                gaussians = densify_and_prune(gaussians, optimizer, stats, densify, generator)
-                stats = GradientStats(len(gaussians))
-        if step % eval_every == 0 or step == steps:
-            p, s, renders = evaluate_3d(gaussians, data.test_cameras, data.test_images, background)
-            result.eval_steps.append(step)
-            result.psnr.append(p)
-            result.ssim.append(s)
-            result.num_gaussians.append(len(gaussians))
-        if step in render_steps:
-            with torch.no_grad():
-                result.renders[step] = render_gaussians_3d(
-                    gaussians, data.test_cameras[0], background
-                ).image.clamp(0, 1)
-    result.seconds = time.perf_counter() - start
-    result.cpu_seconds = time.process_time() - cpu_start
-    result.gaussians = gaussians.detach()
-    return result
+    fit = SceneFit(
+        data, steps, sh_degree=sh_degree, lr=lr, means_lr_final_ratio=means_lr_final_ratio,
+        densify=densify, loss=loss, ssim_weight=ssim_weight, init=init, generator=generator,
+        tile=tile,
+    )  # fmt: skip
+    return run_fit(fit, eval_every, render_steps, progress)

@@ -150,6 +150,29 @@ class _ParameterSet:
     def detach(self):
         return replace(self, **{k: v.detach().clone() for k, v in self.tensors().items()})  # type: ignore[type-var]
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The tensors by field name, detached: what a checkpoint stores as its ``model``."""
+        return {k: v.detach() for k, v in self.tensors().items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Take the tensors of ``state`` (the count N may differ: densification changes it).
+
+        Raises:
+            KeyError: ``state`` does not have exactly this set's fields (a 2D set for a 3D one).
+            ValueError: the tensors disagree on N, or a per-Gaussian shape differs (another SH
+                degree, another dimension).
+        """
+        own = self.tensors()
+        if set(state) != set(own):
+            raise KeyError(f"expected tensors {sorted(own)}, got {sorted(state)}")
+        counts = {t.shape[0] for t in state.values()}
+        wrong = [k for k, t in state.items() if t.shape[1:] != own[k].shape[1:]]
+        if len(counts) != 1 or wrong:
+            shapes = {k: tuple(t.shape) for k, t in state.items()}
+            raise ValueError(f"tensor shapes do not fit {type(self).__name__}: {shapes}")
+        for name, tensor in state.items():
+            setattr(self, name, tensor.detach().clone().to(own[name].dtype))
+
 
 @dataclass
 class Gaussians2D(_ParameterSet):

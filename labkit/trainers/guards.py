@@ -49,25 +49,38 @@ def check_finite_weights(step: int, *modules: nn.Module | None) -> None:
     so an update that blew the weights up would otherwise be saved.
     """
     for module in modules:
-        if module is None:
-            continue
-        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise TrainingDiverged(
-                    f"The weights became non-finite at step {step} ({name} holds NaN or Inf); "
-                    f"no checkpoint was written for that step. Lower the learning rate "
-                    f"(optim.lr) or set trainer.grad_clip; the last checkpoint on disk is from "
-                    f"before."
-                )
+        if module is not None:
+            check_finite_tensors(step, dict([*module.named_parameters(), *module.named_buffers()]))
 
 
-def check_finite_metrics(step: int, metrics: dict[str, float]) -> None:
-    """Raise :class:`TrainingDiverged` if a reported number is NaN or infinite."""
+def check_finite_tensors(
+    step: int,
+    tensors: dict[str, torch.Tensor],
+    advice: str = "Lower the learning rate (optim.lr) or set trainer.grad_clip",
+) -> None:
+    """:func:`check_finite_weights` for named tensors that are no module's (e.g. P50's Gaussians);
+    ``advice`` is the sentence that says what to change."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise TrainingDiverged(
+                f"The weights became non-finite at step {step} ({name} holds NaN or Inf); "
+                f"no checkpoint was written for that step. {advice}; the last checkpoint on "
+                f"disk is from before."
+            )
+
+
+def check_finite_metrics(
+    step: int,
+    metrics: dict[str, float],
+    advice: str = "Lower the learning rate (optim.lr), set trainer.grad_clip, or debug on a "
+    "fixed batch with trainer.overfit=32",
+) -> None:
+    """Raise :class:`TrainingDiverged` if a reported number is NaN or infinite; ``advice`` is the
+    sentence that says what to change."""
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:
         shown = ", ".join(f"{k} = {v}" for k, v in bad.items())
         raise TrainingDiverged(
             f"{shown} at step {step}: a run never reports success with non-finite numbers. "
-            f"Lower the learning rate (optim.lr), set trainer.grad_clip, or debug on a fixed "
-            f"batch with trainer.overfit=32."
+            f"{advice}."
         )
