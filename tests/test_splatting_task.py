@@ -197,6 +197,16 @@ def test_non_finite_gaussians_are_never_saved(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_init_from_starts_a_new_fit_from_the_gaussians(cli_run, tmp_path):
+    checkpoint = cli_run / "checkpoints" / "step_00000012.pt"
+    result = task.run(tiny("p50_splat2d"), tmp_path, progress=False, init_from=checkpoint)
+    first = result.details["eval_history"][0]
+    assert first["step"] == 0 and first["eval/num_gaussians"] == 160  # the parent's Gaussians
+    parent = [row for row in read_metrics(cli_run) if "eval/psnr" in row][-1]
+    assert first["eval/psnr"] == parent["eval/psnr"]  # the same picture as the parent's last
+    assert result.summary["step"] == 12  # a new run: its own step count
+
+
 def test_a_checkpoint_of_the_other_kind_is_refused(cli_run):
     with pytest.raises(Exception, match="holds a image2d fit, not scene3d"):
         task.read_fit_checkpoint(cli_run, "scene3d")

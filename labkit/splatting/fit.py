@@ -54,6 +54,7 @@ __all__ = [
     "SceneFit",
     "fit_2d",
     "fit_3d",
+    "run_fit",
     "evaluate_3d",
     "image_loss",
     "scene_extent",

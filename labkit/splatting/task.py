@@ -294,7 +294,7 @@ def train_fit(
                         {
                             "train/loss": window.avg,
                             "train/num_gaussians": len(fit.gaussians),
-                            "train/lr_means": fit.optimizer.param_groups[0]["lr"],
+                            "train/lr_means": fit.optimizer.param_groups[0]["lr"],  # group 0: means
                             "perf/steps_per_s": rate,
                             **clocks(),
                         },
