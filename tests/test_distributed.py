@@ -67,3 +67,21 @@ def test_rl_refuses_torchrun_with_a_reason(tmp_path):
     done = torchrun(tmp_path, "p30_dqn")
     assert done.returncode != 0
     assert "error: Phase p30 trains in one process" in done.stderr
+
+
+def test_p20_trains_under_torchrun_with_its_ema(tmp_path):
+    # The diffusion loss reaches the U-Net through DDP's wrapper, and the EMA and the sample
+    # monitor run on every rank; rank 0 alone writes the run, whose checkpoint a single process
+    # can sample from.
+    from labkit.diffusion.task import TINY, load_trained
+
+    done = torchrun(
+        tmp_path, "p20_ddpm", *TINY, "eval.judge=none", "trainer.max_steps=4",
+        "trainer.eval_every=2", "trainer.ckpt_every=2", "device=cpu",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "p20_ddpm").iterdir()
+    trained = load_trained(run_dir)
+    assert trained.step == 4
+    samples, labels = trained.sample(10)
+    assert samples.shape == (10, 1, 28, 28) and torch.isfinite(samples).all()

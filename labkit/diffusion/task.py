@@ -135,6 +135,9 @@ class DiffusionLoss:
             labels if self.conditional else None,
             prediction=self.prediction,
             cond_drop_prob=self.cond_drop_prob,
+            # the U-Net's "no class" index, given here: under torchrun `model` is the DDP
+            # wrapper, which does not carry the U-Net's attributes
+            null_label=NUM_CLASSES,
         )
 
 
@@ -884,3 +887,4 @@ def check_p20_samplers(tolerance: float = 1e-4, sample_tolerance: float = 1e-3) 
 
 
 DONE_CHECKS = [check_p20_reproducible, check_p20_improves, check_p20_stable, check_p20_samplers]
+DISTRIBUTED = True  # torchrun: the shared trainer shards the data and averages gradients
