@@ -33,8 +33,8 @@ CONFIG_OF_KIND = {"image2d": "p50_splat2d", "scene3d": "p50_splat3d"}
 def _cpu_only(value: str) -> str:
     if value != "cpu":
         raise ValueError(
-            "P50's rasterisers run on the CPU only (their pixel grids and tile lists are built "
-            "on the CPU); use device=cpu"
+            "must be cpu: P50's rasterisers build their pixel grids and tile lists on the CPU "
+            "(a GPU port is an exercise, not a setting)"
         )
     return value
 
