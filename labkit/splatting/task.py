@@ -83,7 +83,7 @@ def densify_config(cfg: dict) -> DensifyConfig | None:
 
 
 def build(cfg: dict, generator: torch.Generator | None = None) -> Fit:
-    """The target (image or scene views) and a fresh fit of a checked P50 config.
+    """A fresh fit of a checked P50 config, holding its target (the image, or the scene's views).
 
     Args:
         generator: the fit's randomness (default: seeded with ``cfg["seed"]``).
