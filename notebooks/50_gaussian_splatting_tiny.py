@@ -467,9 +467,9 @@ plt.show()
 # right after every round): cloning changes nothing in the picture, but a split moves its mass
 # to two sampled positions, and with the order-free sum the neighbours' carefully balanced
 # (sometimes negative) colours no longer cancel; the fit recovers within a few dozen steps, and
-# once densification stops it stays above the fixed set, by several dB at the end. **The gain is the count, not the placement**:
-# the map of Gaussians per block is patchy and barely correlated with the image's edges (the
-# printed correlations: about 0.0-0.2 for all three sets). Early in a 2D fit almost every
+# once densification stops it stays above the fixed set, by several dB at the end. **The gain
+# is the count, not the placement**: the map of Gaussians per block is patchy and barely
+# correlated with the image's edges (the printed correlations: about 0.0-0.2 for all three sets). Early in a 2D fit almost every
 # Gaussian is "pulled around", so the gradient test picks most of them (the cap decides how
 # many). **A known budget is better spent at the start** for one image: 2,000 Gaussians from
 # step 0 beat 500 densified towards 2,000. Densification earns its keep in 3D, where the sparse
@@ -878,9 +878,10 @@ plt.show()
 
 # %% [markdown]
 # **(c) Compositing without the depth sort, or in the wrong order.** The fitted scene from
-# held-out view 0, composited front to back (right), back to front (far splats drawn on top:
-# the floor covers the objects, back faces show through) and in index order (whatever order the
-# points came in). Nothing is retrained: the same splats, another order.
+# held-out view 0, composited in index order (whatever order the points came in: objects look
+# translucent, the floor bleeds through), back to front (far splats drawn on top: the floor
+# covers the objects) and front to back (the right order). Nothing is retrained: the same
+# splats, another order.
 
 # %%
 trained_splats, trained_depth = splats_in_view(fit3.gaussians, camera)
