@@ -24,9 +24,11 @@
 # | pinhole cameras, orbits, the projection Jacobian, EWA projection Σ' = J W Σ Wᵀ Jᵀ | `labkit.splatting.cameras` |
 # | splats, tiles, order-free sum and front-to-back alpha compositing (dense and tiled) | `labkit.splatting.rasterise` |
 # | a ray-cast scene with exact ground truth, "SfM" points | `labkit.splatting.scene` |
+# | target photos from `skimage.data` (centre square, area-averaged) | `labkit.splatting.images` |
 # | PSNR, SSIM | `labkit.splatting.metrics` |
 # | clone / split / prune with Adam-state surgery | `labkit.splatting.densify` |
 # | the fits: `fit_2d`, `fit_3d`, the loss (1 - λ) L1 + λ (1 - SSIM) | `labkit.splatting.fit` |
+# | the lab run (`python -m labkit.train p50_splat2d`): config, checkpoints, TensorBoard, done checks | `labkit.splatting.config`, `labkit.splatting.task` |
 #
 # **Objective.** Write Σ = R S Sᵀ Rᵀ and say why the covariance is not learned directly; derive
 # the EWA projection of a 3D Gaussian and its Jacobian; composite a few splats at a pixel by hand
@@ -103,6 +105,7 @@ from labkit.splatting.gaussians import (
     rotation_matrix_2d,
     sh_to_rgb,
 )
+from labkit.splatting.images import load_image
 from labkit.splatting.metrics import psnr, ssim
 from labkit.splatting.rasterise import (
     Splats,
@@ -129,17 +132,6 @@ started = time.perf_counter()
 timings = {}  # section -> seconds, printed at the end
 print(f"smoke={smoke}; 2D: {image_size}² px, {num_gaussians} Gaussians, {steps_2d} steps; "
       f"3D: {scene_size}² px views, {steps_3d} steps; files in {RUNS}")  # fmt: skip
-
-
-def load_target(name, size):
-    """``skimage.data.<name>()`` as ``[size, size, 3]`` in [0, 1]: the centre square, area-averaged."""
-    import skimage.data
-
-    image = torch.from_numpy(getattr(skimage.data, name)()[..., :3].copy()).float() / 255
-    side = min(image.shape[:2])
-    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
-    square = image[top : top + side, left : left + side].permute(2, 0, 1)[None]  # [1, 3, s, s]
-    return F.interpolate(square, size=(size, size), mode="area")[0].permute(1, 2, 0).contiguous()
 
 
 def show(ax, image, title=""):
@@ -319,7 +311,7 @@ passed = check_exercise(
 # it); the means' learning rate decays exponentially to 5 % of its start. `fit_2d` is that loop:
 
 # %%
-target = load_target(image_name, image_size)  # [H, W, 3]
+target = load_image(image_name, image_size)  # [H, W, 3]
 print(inspect.getsource(gaussians_2d_from_image).split('"""')[-1])
 t0 = time.perf_counter()
 marks = sorted({0, max(1, steps_2d // 10), max(1, steps_2d // 4), steps_2d // 2, steps_2d})
@@ -863,7 +855,7 @@ display(Image(filename=str(gif)))
 
 # %%
 t0 = time.perf_counter()
-small = load_target(image_name, min(image_size, 64))
+small = load_image(image_name, min(image_size, 64))
 lr_runs = {f"means LR {lr} px/step": fit_2d(small, max(densify_from // 2, 30), failure_steps, lr={"means": lr},
                                              eval_every=max(1, failure_steps // 10), render_steps=[failure_steps], generator=gen())
            for lr in (0.05, 5.0, 20.0)}  # fmt: skip

@@ -128,3 +128,15 @@ def test_initialisers_3d():
     )
     rg = random_gaussians_3d(10, extent=2.0, generator=torch.Generator().manual_seed(0))
     assert rg.sh_degree == 0 and rg.means.abs().max() <= 2.0
+
+
+@pytest.mark.parametrize("opacity", [0.0, 1.0, 1.5, float("nan")])
+def test_initialisers_refuse_an_opacity_whose_logit_is_not_finite(opacity):
+    # At exactly 0 or 1 the learned logit is -inf / +inf and its gradient 0: the Gaussian's
+    # opacity could never change, silently. Refused with a message instead.
+    from labkit.splatting.gaussians import gaussians_3d_from_points, random_gaussians_2d
+
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        random_gaussians_2d(4, 8, 8, opacity=opacity)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        gaussians_3d_from_points(torch.zeros(3, 3), torch.ones(3, 3) / 2, opacity=opacity)

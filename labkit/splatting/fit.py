@@ -191,7 +191,8 @@ class Fit(ABC):
         densify = self.densify
         if densify is not None and self.step <= densify.stop:
             self.stats.add(means2d.grad, ids)  # gradient of the loss w.r.t. image-space means
-            if densify.due(self.step):
+            # never after the last step: the new Gaussians would have no steps to settle in
+            if densify.due(self.step) and self.step < self.steps:
                 self.gaussians = densify_and_prune(
                     self.gaussians, self.optimizer, self.stats, densify, self.generator
                 )

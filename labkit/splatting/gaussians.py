@@ -253,7 +253,14 @@ class Gaussians3D(_ParameterSet):
 
 
 def _logit(p: float | Tensor) -> Tensor:
+    """The opacity logit of a starting opacity, which must lie strictly between 0 and 1."""
     p = torch.as_tensor(p, dtype=torch.float32)
+    if not bool(((p > 0) & (p < 1)).all()):
+        raise ValueError(
+            f"opacity must be strictly between 0 and 1, got {p.min().item()}..{p.max().item()}: "
+            "the fit learns its logit, which is -inf at 0 and +inf at 1 (no gradient there, "
+            "so such a Gaussian's opacity could never change); e.g. 0.1 or 0.5"
+        )
     return torch.log(p / (1 - p))
 
 
@@ -298,13 +305,14 @@ def _gaussians_2d_at(
     means: Tensor, colors: Tensor, height: int, width: int, generator, opacity: float
 ) -> Gaussians2D:
     num = means.shape[0]
+    logit = _logit(opacity)  # first: it checks 0 < opacity < 1
     sigma = math.sqrt(height * width / (2 * math.pi * num * opacity))  # o · 2πσ² = H W / N
     return Gaussians2D(
         means=means,
         log_scales=torch.full((num, 2), math.log(sigma)),
         angles=torch.rand(num, generator=generator) * math.pi,
         colors=colors,
-        opacity_logits=_logit(opacity).expand(num).clone(),
+        opacity_logits=logit.expand(num).clone(),
     )
 
 
