@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -228,26 +227,3 @@ def test_cli_subprocess_smoke(tmp_path):
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["step"] == 3 and summary["kind"] == "image2d" and summary["eval/psnr"] > 5
     assert (Path(summary["run_dir"]) / "checkpoints" / "step_00000003.pt").is_file()
-
-
-def test_cli_ctrl_c_saves_and_exits_130(tmp_path):
-    cmd = [sys.executable, "-m", "labkit.train", "p50_splat2d", "trainer.max_steps=1000000",
-           "data.size=32", "model.num_gaussians=50", "trainer.log_every=1", "trainer.eval_every=0",
-           "--runs-dir", str(tmp_path)]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
-    deadline = time.time() + 60
-    while not list(tmp_path.rglob("metrics.jsonl")) and time.time() < deadline:
-        time.sleep(0.2)  # the loop has started once it logs
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
-    summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["stopped_by"] == "SIGINT" and summary["step"] > 0
-    run_dir = Path(summary["run_dir"])
-    checkpoints = list_checkpoints(run_dir / "checkpoints")
-    assert [read_checkpoint(p)["step"] for p in checkpoints] == [summary["step"]]
-    assert json.loads((run_dir / "status.json").read_text())["status"] == "stopped"
