@@ -1,14 +1,15 @@
 """DDPM (all steps) against DDIM (few steps) on one trained P20 checkpoint: quality and time.
 
     python -m benchmarks.compare_samplers RUN_OR_CHECKPOINT [--samples 200]
-                                          [--samplers ddpm ddim:50 ddim:20 ddim:10]
+                                          [--samplers ddpm ddim:50 ddim:20 ddim:10 ddim:50:1.0]
 
 For each sampler, the checkpoint's EMA weights draw ``--samples`` digits from the same seed
 (classes 0-9 in turn, the run's guidance scale) and the P00 judge scores them as the run's own
 evaluation does (``labkit.diffusion.task.evaluate_checkpoint``): confident share, class entropy,
 digits present, Fréchet distance to held-out digits, and the sampling time. The issue's target:
 DDIM with 50 steps within 5 points of DDPM's confident share, at 1/20 of its time. Results are
-printed as a table and saved as JSON next to the checkpoint (``samplers.json``).
+printed as a table and saved as JSON next to the checkpoint (``samplers.json``); ``ddim:S:E``
+is DDIM with S steps and η = E (η = 1: as much fresh noise per step as DDPM).
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ from labkit.utils.checkpoint import open_checkpoint
 
 
 def parse_sampler(text: str) -> dict:
-    """``"ddpm"`` or ``"ddim:50"`` → the ``sample.*`` changes."""
-    name, _, steps = text.partition(":")
-    if name == "ddpm" and not steps:
+    """``"ddpm"``, ``"ddim:50"`` (η = 0) or ``"ddim:50:1.0"`` (η = 1) → the ``sample.*`` changes."""
+    name, _, rest = text.partition(":")
+    steps, _, eta = rest.partition(":")
+    if name == "ddpm" and not rest:
         return {"sampler": "ddpm"}
-    if name == "ddim" and steps.isdigit() and int(steps) > 0:
-        return {"sampler": "ddim", "steps": int(steps), "eta": 0.0}
-    raise SystemExit(f"--samplers: expected 'ddpm' or 'ddim:STEPS', got {text!r}")
+    try:
+        if name == "ddim" and int(steps) > 0 and 0.0 <= float(eta or 0.0) <= 1.0:
+            return {"sampler": "ddim", "steps": int(steps), "eta": float(eta or 0.0)}
+    except ValueError:
+        pass
+    raise SystemExit(f"--samplers: expected 'ddpm', 'ddim:STEPS' or 'ddim:STEPS:ETA', got {text!r}")
 
 
 def main() -> None:
