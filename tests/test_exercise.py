@@ -104,7 +104,12 @@ def test_calls_repeats_on_the_same_inputs(capsys):
 
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.py"))
+# Two ways a notebook ships an exercise: bound to the reference (`my_f = f  # delete this
+# line ...`, so Run all shows a pass until the learner deletes the line), or as an unbound stub
+# (`def my_f(...): ...`, so Run all shows "not implemented yet" until the learner writes it).
 BINDING = re.compile(r"^(my_\w+) = (\w+)  # delete this line.*$", re.MULTILINE)
+STUB = re.compile(r"^def (my_\w+)\(", re.MULTILINE)
+CHECK_CALL = re.compile(r"^(passed = )?check_exercise\(\s*(my_\w+),\s*(\w+),", re.MULTILINE)
 
 
 def _nms_at_or_above(boxes, scores, iou_threshold):
@@ -147,12 +152,70 @@ def _step_without_zero_grad(model, optimizer, batch, loss_fn):
     return loss.item()
 
 
-WRONG = {
+def _ddpm_step_with_beta_variance(schedule, x_t, t, x0_hat, noise):
+    """σ_t² = β_t instead of the posterior variance β̃_t the exercise asks for."""
+    from labkit.diffusion.sampling import ddpm_step
+
+    return ddpm_step(schedule, x_t, t, x0_hat, noise, variance="beta")
+
+
+def _ddim_step_wrapping_at_the_end(schedule, x_t, t, t_prev, x0_hat, eps_hat, eta, noise):
+    """Eq. 12 with ``alphas_cumprod[t_prev]`` even for t_prev = -1 (the last ᾱ, not 1)."""
+    a = schedule.alphas_cumprod
+    a_t, a_s = a[t], a[t_prev]
+    sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
+    x = a_s.sqrt() * x0_hat + (1 - a_s - sigma**2).clamp(min=0).sqrt() * eps_hat
+    return x + sigma * noise if eta > 0 else x
+
+
+def _entropy_nan_on_one_hot(probs):
+    return -(probs * probs.log()).sum(-1)  # 0 · log 0 = nan
+
+
+def _top_k_ties_by_position(scores, pool_ids, k):
+    order = torch.argsort(scores, descending=True, stable=True)[:k]  # ties: pool order, not id
+    return [pool_ids[i] for i in order.tolist()]
+
+
+def _covariance_unsquared(scales, rotations):
+    return rotations @ torch.diag_embed(scales) @ rotations.transpose(-1, -2)  # R S Rᵀ
+
+
+def _jacobian_sign_error(points_cam, camera):
+    x, y, z = points_cam.unbind(-1)
+    zero = torch.zeros_like(z)
+    row_u = torch.stack([camera.fx / z, zero, camera.fx * x / z**2], -1)  # + instead of -
+    row_v = torch.stack([zero, camera.fy / z, camera.fy * y / z**2], -1)
+    return torch.stack([row_u, row_v], -2)
+
+
+def _ewa_without_the_view_rotation(cov3d, points_cam, camera):
+    from labkit.splatting.cameras import projection_jacobian
+
+    J = projection_jacobian(points_cam, camera)
+    return J @ cov3d @ J.transpose(-1, -2) + 0.3 * torch.eye(2)  # W left out
+
+
+def _composite_back_to_front(colors, alphas):
+    colors, alphas = colors.flip(0), alphas.flip(0)
+    transmittance = torch.cat([alphas.new_ones(1), torch.cumprod(1 - alphas, 0)[:-1]])
+    return (colors * (alphas * transmittance)[:, None]).sum(0)
+
+
+WRONG = {  # one wrong version per exercise, each a mistake a learner could make
     "my_train_step": _step_without_zero_grad,
     "my_box_iou": _iou_without_clamp,
     "my_nms": _nms_at_or_above,
+    "my_ddpm_step": _ddpm_step_with_beta_variance,
+    "my_ddim_step": _ddim_step_wrapping_at_the_end,
     "my_discounted_returns": _returns_ignoring_dones,
     "my_td_targets": _td_ignoring_terminal,
+    "my_entropy": _entropy_nan_on_one_hot,
+    "my_top_k": _top_k_ties_by_position,
+    "my_covariance": _covariance_unsquared,
+    "my_jacobian": _jacobian_sign_error,
+    "my_project_covariance": _ewa_without_the_view_rotation,
+    "my_composite": _composite_back_to_front,
 }
 
 
@@ -166,18 +229,17 @@ def _exercises():
     for path in NOTEBOOKS:
         cells = [c.source for c in jupytext.read(path).cells if c.cell_type == "code"]
         for i, cell in enumerate(cells):
-            match = BINDING.search(cell)
-            if match and "check_exercise(" in cell:
-                found.append((path.name, match.group(1), i, cell))
+            match = CHECK_CALL.search(cell)
+            if match and (BINDING.search(cell) or STUB.search(cell)):
+                found.append((path.name, match.group(2), i, cell))
     return found
 
 
 EXERCISES = _exercises()
 
 
-def test_every_exercise_of_00_10_30_has_a_wrong_version_here():
-    mine = [name for nb, name, _, _ in EXERCISES if nb[:2] in ("00", "10", "30")]
-    assert sorted(mine) == sorted(WRONG)
+def test_every_exercise_has_a_wrong_version_here():
+    assert len(EXERCISES) >= 13 and sorted(name for _, name, _, _ in EXERCISES) == sorted(WRONG)
 
 
 def _self_contained(cell, space):
@@ -229,9 +291,21 @@ def namespaces():
     return spaces
 
 
-def _run_exercise(space, source, replacement):
-    """Run the exercise cell with its binding line replaced; return what it printed."""
-    cell = BINDING.sub(replacement, source)
+def _bind(source, name, target):
+    """The exercise cell with ``name`` bound to ``target`` (a function's name), or, with
+    ``target=None``, left for the learner to write: what either shipping convention becomes."""
+    if BINDING.search(source):
+        return BINDING.sub(f"{name} = {target}" if target else "", source)
+    if target is None:  # an unbound stub: as shipped
+        return source
+    call = CHECK_CALL.search(source).start()  # bind just before the checker runs
+    return f"{source[:call]}{name} = {target}\n{source[call:]}"
+
+
+def _run_exercise(space, source, name, target):
+    """Run the exercise cell with ``name`` bound to ``target`` (see _bind); return what it
+    printed."""
+    cell = _bind(source, name, target)
     out = io.StringIO()
     wrong = {f.__name__: f for f in WRONG.values()}
     with contextlib.redirect_stdout(out):
@@ -245,18 +319,17 @@ CELLS = [(nb, name, src) for nb, name, _, src in EXERCISES]
 @pytest.mark.parametrize("notebook,name,source", CELLS, ids=lambda v: v if len(v) < 40 else "")
 def test_exercise_as_shipped_and_unfinished(namespaces, notebook, name, source):
     space = namespaces[(notebook, name)]
-    # As shipped: the reference is bound, and it passes.
-    assert "✓" in _run_exercise(space, source, r"\g<0>")
-    # The learner deletes the binding and runs the `...` stub: a friendly line, no exception,
-    # and the signature the exercise expects.
-    printed = _run_exercise(space, source, "")
+    reference_name = CHECK_CALL.search(source).group(3)
+    # With the reference bound (as shipped, or as the learner's correct answer): it passes.
+    assert "✓" in _run_exercise(space, source, name, reference_name)
+    # The stub the learner starts from: a friendly line, no exception, and the signature the
+    # exercise expects.
+    printed = _run_exercise(space, source, name, None)
     assert NOT_IMPLEMENTED in printed and "expected:" in printed, printed
 
 
 @pytest.mark.parametrize("notebook,name,source", CELLS, ids=lambda v: v if len(v) < 40 else "")
 def test_exercise_with_a_wrong_answer(namespaces, notebook, name, source):
-    if name not in WRONG:
-        pytest.skip(f"no wrong version of {name} in tests/test_exercise.py WRONG yet")
     # A wrong version (including the boundary bug random inputs miss): a clear mismatch.
-    printed = _run_exercise(namespaces[(notebook, name)], source, rf"\1 = {WRONG[name].__name__}")
+    printed = _run_exercise(namespaces[(notebook, name)], source, name, WRONG[name].__name__)
     assert "✗" in printed and NOT_IMPLEMENTED not in printed, printed
