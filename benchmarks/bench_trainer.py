@@ -88,6 +88,30 @@ def labkit_loop(
     ], model  # last gap includes the final save
 
 
+def compare(
+    device: torch.device, steps: int, repeats: int, clock: Callable[[], float] = time.thread_time
+) -> tuple[float, float, bool]:
+    """Median step time of the bare loop and of the trainer (seconds, by ``clock``) over
+    ``repeats`` interleaved repeats, and whether both ended with identical weights.
+
+    AB, BA, AB, ...: neither loop always runs right after the other, so machine load hits both
+    alike. The first steps of each run warm up allocators and caches and are left out.
+    """
+    times: dict = {bare_loop: [], labkit_loop: []}
+    models = {}
+    for repeat in range(repeats):
+        for loop in (bare_loop, labkit_loop) if repeat % 2 == 0 else (labkit_loop, bare_loop):
+            step_times, models[loop] = loop(device, steps, clock)
+            times[loop] += step_times[5:]
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(
+            models[bare_loop].state_dict().values(), models[labkit_loop].state_dict().values()
+        )
+    )
+    return statistics.median(times[bare_loop]), statistics.median(times[labkit_loop]), same
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -99,19 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     clock = CLOCKS[args.clock]
     device = torch.device(args.device)
-    bare_times, lab_times = [], []
-    for repeat in range(args.repeats):  # interleaved AB, BA, ...: machine load hits both alike
-        for loop in (bare_loop, labkit_loop) if repeat % 2 == 0 else (labkit_loop, bare_loop):
-            times, model = loop(device, args.steps, clock)
-            if loop is bare_loop:
-                bare_times, bare_model = bare_times + times[5:], model
-            else:
-                lab_times, lab_model = lab_times + times[5:], model
-    same = all(
-        torch.equal(a, b)
-        for a, b in zip(bare_model.state_dict().values(), lab_model.state_dict().values())
-    )
-    bare, lab = statistics.median(bare_times), statistics.median(lab_times)
+    bare, lab, same = compare(device, args.steps, args.repeats, clock)
     print(
         f"device {device}, {args.steps} steps x {args.repeats} repeats, "
         f"torch threads {torch.get_num_threads()}, {args.clock} clock"

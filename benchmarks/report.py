@@ -96,24 +96,11 @@ def require_package(module: str) -> None:
 def bench_trainer(size: dict) -> dict:
     """The trainer against a bare loop (benchmarks/bench_trainer.py), interleaved per repeat,
     each step timed with this thread's CPU time (see bench_trainer.py's docstring)."""
-    from benchmarks.bench_trainer import bare_loop, labkit_loop
+    from benchmarks.bench_trainer import compare
 
-    cpu, steps = torch.device("cpu"), size["trainer_steps"]
-    bare, lab = [], []
-    for repeat in range(size["trainer_repeats"]):
-        # AB, BA, AB, ...: neither loop always runs right after the other. The first steps of a
-        # loop warm up allocators and caches, and are left out.
-        for loop in (bare_loop, labkit_loop) if repeat % 2 == 0 else (labkit_loop, bare_loop):
-            times, model = loop(cpu, steps, time.thread_time)
-            if loop is bare_loop:
-                bare, bare_model = bare + times[5:], model
-            else:
-                lab, lab_model = lab + times[5:], model
-    same = all(
-        torch.equal(x, y)
-        for x, y in zip(bare_model.state_dict().values(), lab_model.state_dict().values())
+    bare_s, lab_s, same = compare(
+        torch.device("cpu"), size["trainer_steps"], size["trainer_repeats"], time.thread_time
     )
-    bare_s, lab_s = statistics.median(bare), statistics.median(lab)
     return {
         "ratio": lab_s / bare_s,
         "target": 1.03,
