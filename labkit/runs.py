@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import socket
 import sys
 import time
@@ -42,10 +41,9 @@ import yaml
 
 from labkit.utils.checkpoint import list_checkpoints
 from labkit.utils.config import load_config
-from labkit.utils.runs import RUNS_DIR, flatten
+from labkit.utils.runs import RUNS_DIR, STAMP_FORMAT, flatten, process_alive, read_status
 
 STALE_MINUTES = 30.0
-STAMP_FORMAT = "%Y%m%d-%H%M%S"  # run folder names start with it (labkit.utils.runs.make_run_dir)
 
 
 class RunNotFound(ValueError):
@@ -164,19 +162,9 @@ def _newest_write(path: Path) -> float:
     return max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=0.0)
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
-
-
 def run_status(path: Path, stale_minutes: float = STALE_MINUTES) -> tuple[str, str]:
     """``(status, note)`` by the rule in the module docstring."""
-    record = _read_json(path / "status.json")
+    record = read_status(path)
     status = record.get("status")
     if status is None:
         return "unknown", "no status.json"
@@ -185,7 +173,7 @@ def run_status(path: Path, stale_minutes: float = STALE_MINUTES) -> tuple[str, s
         return status, message[:80]
     pid, host = record.get("pid"), record.get("host")
     if isinstance(pid, int) and host == socket.gethostname():
-        if _process_alive(pid):
+        if process_alive(pid):
             return "running", f"pid {pid}"
         return "crashed", f"process {pid} is gone"
     idle = (time.time() - _newest_write(path)) / 60

@@ -21,7 +21,7 @@ import torch
 
 from labkit.rl.config import with_defaults
 from labkit.rl.loops import LOOPS
-from labkit.trainers.rl_trainer import torch_threads
+from labkit.utils.threads import torch_threads
 from labkit.utils.checkpoint import Checkpoint
 from labkit.utils.checks import Check
 from labkit.utils.config import ConfigError, apply_overrides, load_config

@@ -46,7 +46,7 @@ from labkit.trainers.guards import (
     check_finite_metrics,
     check_finite_tensors,
 )
-from labkit.trainers.rl_trainer import torch_threads
+from labkit.utils.threads import torch_threads
 from labkit.utils.checkpoint import (
     Checkpoint,
     CheckpointError,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,38 +31,10 @@ from labkit.utils.checkpoint import (
     open_checkpoint,
     save_checkpoint,
 )
+from labkit.trainers.plumbing import crossings
 from labkit.utils.logging import MetricsLogger, get_logger
 
 log = get_logger(__name__)
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block with ``count`` intra-op torch threads, then restore the previous count.
-
-    ``None`` leaves torch's setting alone: a library call should not change a process-wide
-    knob as a side effect. The RL configs may ask for 1, because the matmuls of a 2-layer MLP on
-    4 numbers are too small for threads to pay off.
-    """
-    if count is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def crossings(before: int, now: int, every: int) -> int:
-    """How many multiples of ``every`` lie in (before, now]; 0 when ``every`` <= 0 (disabled).
-
-    Counters may jump by several steps at once (vector envs), so ``now % every == 0`` would miss.
-    """
-    if every <= 0:
-        return 0
-    return now // every - before // every
 
 
 # ----------------------------------------------------------------------------------------------

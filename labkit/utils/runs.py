@@ -1,15 +1,20 @@
-"""Run folders and what a run returns.
+"""Run folders: their format, their life, and what a run returns. The one home of the format.
 
 Every headless run gets ``runs/<experiment>/<YYYYmmdd-HHMMSS>_<name>_s<seed>/`` holding the
-resolved ``config.yaml``, ``env.json`` (versions, device, git commit, seed), ``metrics.jsonl``,
-TensorBoard events in ``tb/`` and ``checkpoints/``. The folder and its two description files are
-written here, once; the training loops add the metrics and checkpoints.
+resolved ``config.yaml``, ``env.json`` (versions, device, git commit, seed), ``status.json``
+(running, finished, stopped, diverged, failed), ``metrics.jsonl``, TensorBoard events in ``tb/``
+and ``checkpoints/`` (or a phase's own loop state, e.g. P40's ``loops/``). The CLI
+(``labkit.train``) creates the folder, writes its description and status files, and decides
+whether an interrupted or failed run's folder stays; the index (``labkit.runs``) reads them back;
+the training loops add metrics and checkpoints. Both use the functions here.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +25,12 @@ from typing import Any
 import torch
 import yaml
 
+from labkit.utils.checkpoint import CheckpointError, open_checkpoint
+from labkit.utils.logging import json_safe
+
 RUNS_DIR = Path("runs")
+STAMP_FORMAT = "%Y%m%d-%H%M%S"  # run folder names start with it
+STATUSES = ("running", "finished", "stopped", "diverged", "failed")
 
 
 @dataclass
@@ -88,7 +98,7 @@ def make_run_dir(cfg: dict, root: str | Path = RUNS_DIR) -> Path:
     Created atomically: ``mkdir`` either makes the folder or fails because it exists, so two
     runs started in the same second take ``..._s0`` and ``..._s0-1`` instead of racing.
     """
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = time.strftime(STAMP_FORMAT)
     base = Path(root) / cfg["experiment"] / f"{stamp}_{cfg.get('name', 'run')}_s{cfg['seed']}"
     base.parent.mkdir(parents=True, exist_ok=True)
     for n in range(10_000):
@@ -108,6 +118,93 @@ def run_folder_of(checkpoint: Path) -> Path | None:
     if checkpoint.resolve().parent.name == "checkpoints" and (folder / "config.yaml").is_file():
         return folder
     return None
+
+
+@dataclass
+class ResumePoint:
+    """Where a run stopped, read without writing anything (a phase's ``resume_point(path)``).
+
+    ``run_dir``: the run folder to continue in place (None: the file lies outside a run folder,
+    so the continuation gets a new one); ``config``: the config the run was made with (after a
+    resume, its newest); ``step``: how far it got, in the unit of its ``metrics.jsonl`` rows;
+    ``resume_from``: what the phase's ``run(..., resume_from=...)`` takes (a checkpoint, or the
+    run folder when the phase keeps its own loop state there).
+    """
+
+    run_dir: Path | None
+    config: dict
+    step: int
+    resume_from: Any
+
+
+def checkpoint_resume_point(path: str | Path) -> ResumePoint:
+    """:class:`ResumePoint` of a phase that resumes from its newest ``checkpoints/step_*.pt``
+    (``path``: a checkpoint file, a ``checkpoints/`` folder or a run folder)."""
+    ckpt = open_checkpoint(path)
+    return ResumePoint(run_folder_of(ckpt.path), ckpt.config or {}, ckpt.step, ckpt)
+
+
+def saved_config(path: str | Path) -> dict:
+    """The config a run folder or checkpoint file was made with, read to learn its phase.
+
+    A run folder: its newest ``config*.yaml`` (a resume writes ``config.resume<step>.yaml``);
+    a file: the checkpoint's own config. ``CheckpointError`` when neither is there.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "config.yaml").is_file():
+        newest = max(path.glob("config*.yaml"), key=lambda p: p.stat().st_mtime_ns)
+        return yaml.safe_load(newest.read_text()) or {}
+    config = open_checkpoint(path).config
+    if not config:
+        raise CheckpointError(
+            f"Checkpoint '{path}' holds no config, so it cannot be resumed as a run; start a new "
+            f"run from its weights with --init-from instead."
+        )
+    return config
+
+
+def write_status(run_dir: Path | None, status: str, **details: Any) -> None:
+    """``status.json`` (atomically): one of :data:`STATUSES`, the time, and ``details`` (pid and
+    host while running; the summary or the error message at the end)."""
+    if run_dir is None:
+        return
+    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **details}
+    tmp = Path(run_dir) / ".status.json.tmp"
+    tmp.write_text(json.dumps(json_safe(record), indent=2, default=str))
+    tmp.replace(Path(run_dir) / "status.json")
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any]:
+    """``status.json`` as a dict (``{}`` when missing or unreadable)."""
+    try:
+        record = json.loads((Path(run_dir) / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except (OSError, OverflowError, TypeError):
+        return False
+    return True
+
+
+def live_process(run_dir: str | Path) -> int | None:
+    """The pid of the process still running ``run_dir`` on this host, or None."""
+    record = read_status(run_dir)
+    pid = record.get("pid")
+    if record.get("status") != "running" or record.get("host") != socket.gethostname():
+        return None
+    if not isinstance(pid, int) or pid == os.getpid() or not process_alive(pid):
+        return None
+    return pid
 
 
 def unique_suffix(run_dir: Path, step: int) -> str:
