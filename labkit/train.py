@@ -21,12 +21,11 @@ import os
 import shutil
 import socket
 import sys
-import time
 from pathlib import Path
 
 from labkit.data.common import DataError
-from labkit.registry import PHASES, task_module
-from labkit.trainers.guards import TrainingDiverged
+from labkit.registry import PHASES, PhaseTask, get_phase, task_module
+from labkit.trainers.guards import InterruptOnSignal, RunInterrupted, TrainingDiverged
 from labkit.utils.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -46,19 +45,22 @@ from labkit.utils.distributed import (
 from labkit.utils.logging import get_logger, json_safe
 from labkit.utils.runs import (
     RUNS_DIR,
+    ResumePoint,
+    live_process,
     make_run_dir,
     refused_resume_changes,
-    run_folder_of,
+    saved_config,
     truncate_metrics,
     unique_suffix,
     write_run_files,
+    write_status,
 )
 
 log = get_logger(__name__)
 LAB_ERRORS = (ConfigError, CheckpointError, DeviceError, DataError, TrainingDiverged)
 
 
-def phase_task(cfg: dict):
+def phase_task(cfg: dict) -> PhaseTask:
     """The task module of the config's ``phase`` (see ``labkit.registry``)."""
     phase = cfg.get("phase")
     if phase not in PHASES:
@@ -69,14 +71,29 @@ def phase_task(cfg: dict):
     return task_module(phase)
 
 
-def resume_config(resume: Checkpoint, config_arg: str | None, overrides: list[str]) -> dict:
-    """The saved config with the overrides, refused where the continuation would not be exact."""
-    saved = resume.config
-    if not saved:
+def open_resume(path: str) -> tuple[PhaseTask, ResumePoint]:
+    """The phase and the point where the run at ``path`` (a run folder or checkpoint) stopped.
+
+    Reads only. Refused when another process is still running that folder: two processes in one
+    folder would interleave their checkpoints and metrics.
+    """
+    task = phase_task(saved_config(path))
+    point = task.resume_point(path)
+    pid = live_process(point.run_dir) if point.run_dir is not None else None
+    if pid is not None:
         raise CheckpointError(
-            f"Checkpoint '{resume.path}' holds no config, so it cannot be resumed as a run; "
-            f"start a new run from its weights with --init-from instead."
+            f"Run '{point.run_dir}' is still running (process {pid} on this host); resuming it "
+            f"now would put two processes into one folder. Stop that run first (Ctrl-C in its "
+            f"terminal, or kill -INT {pid}: it saves and exits), then resume."
         )
+    return task, point
+
+
+def resume_config(
+    task: PhaseTask, point: ResumePoint, config_arg: str | None, overrides: list[str]
+) -> dict:
+    """The saved config with the overrides, refused where the continuation would not be exact."""
+    saved, where = point.config, point.run_dir or getattr(point.resume_from, "path", "")
     if config_arg is not None:
         named = load_config(config_arg)
         if (named.get("phase"), named.get("experiment")) != (
@@ -84,29 +101,30 @@ def resume_config(resume: Checkpoint, config_arg: str | None, overrides: list[st
             saved.get("experiment"),
         ):
             raise ConfigError(
-                f"CONFIG '{config_arg}' is experiment {named.get('experiment')!r} but checkpoint "
-                f"'{resume.path}' was written by {saved.get('experiment')!r}; resume it with "
+                f"CONFIG '{config_arg}' is experiment {named.get('experiment')!r} but "
+                f"'{where}' was written by {saved.get('experiment')!r}; resume it with "
                 f"that config (or leave CONFIG out: --resume alone uses the saved one)."
             )
-    task = phase_task(saved)
     before = task.check(saved)
     cfg = task.check(apply_overrides(saved, overrides))
-    refused = refused_resume_changes(before, cfg, resume.step)
+    refused = refused_resume_changes(before, cfg, point.step)
     if refused:
         raise ConfigError(
             f"A resume continues the run exactly, so these overrides are refused: "
             f"{'; '.join(refused)}. Only device, name, torch_threads, data.num_workers, "
             f"eval.log_images and trainer.log_every / eval_every / ckpt_every / keep_last may "
             f"change. To train on with other settings, start a new run from these weights: "
-            f"--init-from {resume.path}."
+            f"--init-from {where}."
         )
-    newer = [p for p in list_checkpoints(resume.path.parent) if p.name > resume.path.name]
-    if run_folder_of(resume.path) is not None and newer:
-        raise CheckpointError(
-            f"'{resume.path}' is older than {newer[-1].name} in the same run; resuming it would "
-            f"overwrite the newer steps. Resume the run folder (its newest checkpoint), or "
-            f"branch a new run from this one with --init-from {resume.path}."
-        )
+    if isinstance(point.resume_from, Checkpoint) and point.run_dir is not None:
+        ckpt = point.resume_from.path
+        newer = [p for p in list_checkpoints(ckpt.parent) if p.name > ckpt.name]
+        if newer:
+            raise CheckpointError(
+                f"'{ckpt}' is older than {newer[-1].name} in the same run; resuming it would "
+                f"overwrite the newer steps. Resume the run folder (its newest checkpoint), or "
+                f"branch a new run from this one with --init-from {ckpt}."
+            )
     return cfg
 
 
@@ -157,91 +175,125 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     overrides = args.overrides + ([f"device={args.device}"] if args.device else [])
-    run_dir, fresh, writer = None, False, True
-    try:
-        # 1. Everything that can fail on bad input is checked before anything is written.
-        resume = open_checkpoint(args.resume) if args.resume else None  # read once
-        init = open_checkpoint(args.init_from) if args.init_from else None
-        if resume is not None:
-            cfg = resume_config(resume, args.config, overrides)
-            run_dir = run_folder_of(resume.path)
-        else:
-            cfg = apply_overrides(load_config(args.config), overrides)
-            cfg = phase_task(cfg).check(cfg)
-        task = phase_task(cfg)
-        device = get_device(cfg["device"])  # resolved once, passed on
-        if launched_by_torchrun():
-            if not getattr(task, "DISTRIBUTED", False):
-                raise ConfigError(
-                    f"Phase {cfg['phase']} trains in one process; start it with python -m "
-                    f"labkit.train, not torchrun (see ENVIRONMENT.md, cloud escalation)."
-                )
-            device = init_distributed(device)  # this rank's device; NCCL or gloo
-            writer = is_main_process()  # rank 0 alone writes the run folder
+    # From here on Ctrl-C and SIGTERM raise RunInterrupted wherever the run is (setup, the
+    # judge, evaluation, selection); inside a training loop the loop's own handler saves first.
+    with InterruptOnSignal():
+        run = LiveRun()
+        try:
+            return run.start(args, overrides)
+        except RunInterrupted as stop:
+            return run.interrupted(stop.signal)
+        except KeyboardInterrupt:
+            return run.interrupted("SIGINT")
 
-        # 2. The run folder: a new one, or the resumed run's own.
-        if not writer:
-            run_dir = None
-        elif run_dir is None:
-            run_dir, fresh = make_run_dir(cfg, Path(args.runs_dir)), True
-            write_run_files(run_dir, cfg, device, parent=init or resume)
+
+class LiveRun:
+    """One CLI run's folder, from creation to its last status: the only writer of its life."""
+
+    def __init__(self) -> None:
+        self.task: PhaseTask | None = None
+        self.run_dir: Path | None = None
+        self.fresh = False  # this call made the folder (so it may remove it if nothing is in it)
+        self.writer = True  # under torchrun only rank 0 writes the run folder
+
+    def start(self, args: argparse.Namespace, overrides: list[str]) -> int:
+        try:
+            # 1. Everything that can fail on bad input is checked before anything is written.
+            point = None
+            if args.resume:
+                self.task, point = open_resume(args.resume)
+                cfg = resume_config(self.task, point, args.config, overrides)
+            else:
+                cfg = apply_overrides(load_config(args.config), overrides)
+                self.task = phase_task(cfg)
+                cfg = self.task.check(cfg)
+            init = open_checkpoint(args.init_from) if args.init_from else None
+            device = get_device(cfg["device"])  # resolved once, passed on
+            if launched_by_torchrun():
+                if not get_phase(cfg["phase"]).distributed:
+                    raise ConfigError(
+                        f"Phase {cfg['phase']} trains in one process; start it with python -m "
+                        f"labkit.train, not torchrun (see ENVIRONMENT.md, cloud escalation)."
+                    )
+                device = init_distributed(device)  # this rank's device; NCCL or gloo
+                self.writer = is_main_process()  # rank 0 alone writes the run folder
+            # 2. The run folder: a new one, or the resumed run's own.
+            self.prepare_folder(cfg, device, args.runs_dir, point, init)
+        except (*LAB_ERRORS, OSError) as err:
+            return self.failed(err, agree=True)
+        if not all_agree(True):  # under torchrun: every rank is ready, or all stop
+            return 2
+        # 3. Seed, build, train.
+        try:
+            result = self.task.run(
+                cfg,
+                self.run_dir,
+                device,
+                resume_from=point.resume_from if point is not None else None,
+                init_from=init,
+            )
+        except (*LAB_ERRORS, OSError) as err:
+            return self.failed(err)
+        stopped = result.interrupted
+        write_status(self.run_dir, "stopped" if stopped else "finished", summary=result.summary)
+        if self.writer:
+            print(json.dumps(json_safe({"run_dir": str(self.run_dir), **result.summary})))
+        return 130 if stopped else 0
+
+    def prepare_folder(self, cfg, device, runs_dir, point: ResumePoint | None, init) -> None:
+        if not self.writer:
+            return
+        if point is None or point.run_dir is None:  # a new run, or a checkpoint from elsewhere
+            self.run_dir, self.fresh = make_run_dir(cfg, Path(runs_dir)), True
+            parent = init or (point.resume_from if point is not None else None)
+            write_run_files(self.run_dir, cfg, device, parent=parent)
         else:
-            dropped = truncate_metrics(run_dir, resume.step)
+            self.run_dir = point.run_dir
+            dropped = truncate_metrics(self.run_dir, point.step)
             if dropped:
-                log.info(
-                    "metrics.jsonl: dropped %d rows logged after step %d", dropped, resume.step
-                )
-            write_run_files(run_dir, cfg, device, suffix=unique_suffix(run_dir, resume.step))
-        if run_dir is not None:
-            log.info("run folder: %s", run_dir)
-            write_status(run_dir, "running", pid=os.getpid(), host=socket.gethostname())
-    except (*LAB_ERRORS, OSError) as err:
-        return _failed(err, run_dir, fresh, agree=True)
-    if not all_agree(True):  # under torchrun: every rank is ready, or all stop
-        return 2
+                log.info("metrics.jsonl: dropped %d rows logged after step %d", dropped, point.step)
+            suffix = unique_suffix(self.run_dir, point.step)
+            write_run_files(self.run_dir, cfg, device, suffix=suffix)
+        log.info("run folder: %s", self.run_dir)
+        write_status(self.run_dir, "running", pid=os.getpid(), host=socket.gethostname())
 
-    # 3. Seed, build, train.
-    try:
-        result = task.run(cfg, run_dir, device, resume_from=resume, init_from=init)
-    except (*LAB_ERRORS, OSError) as err:
-        return _failed(err, run_dir, fresh)
-    except KeyboardInterrupt:  # before the loop's own handler was installed: nothing to save
-        print("error: interrupted before training started; nothing was saved.", file=sys.stderr)
-        if fresh and run_dir is not None:
-            shutil.rmtree(run_dir, ignore_errors=True)
+    def resumable(self) -> bool:
+        """Whether the folder holds anything a resume could continue (the phase decides)."""
+        if self.run_dir is None or self.task is None:
+            return False
+        try:
+            self.task.resume_point(self.run_dir)
+        except (*LAB_ERRORS, OSError):
+            return False
+        return True
+
+    def interrupted(self, signal_name: str) -> int:
+        """Ctrl-C / SIGTERM outside a training loop: keep what was saved, exit 130."""
+        if self.fresh and self.run_dir is not None and not self.resumable():
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            print(f"error: {signal_name} before anything was saved; no run folder is kept.",
+                  file=sys.stderr)  # fmt: skip
+        elif self.run_dir is not None:
+            message = (
+                f"{signal_name} received; what was saved is kept. Continue with: python -m "
+                f"labkit.train --resume {self.run_dir}"
+            )
+            write_status(self.run_dir, "stopped", message=message)
+            print(f"error: {message}", file=sys.stderr)
         return 130
-    if run_dir is not None:
-        write_status(
-            run_dir, "stopped" if result.interrupted else "finished", summary=result.summary
-        )
-    if writer:
-        print(json.dumps(json_safe({"run_dir": str(run_dir), **result.summary})))
-    return 130 if result.interrupted else 0
 
-
-def _failed(err: BaseException, run_dir: Path | None, fresh: bool, agree: bool = False) -> int:
-    """Report ``err`` in one paragraph, leave the run folder truthful, return exit code 2."""
-    message = describe(err, run_dir)
-    print(f"error: {message}", file=sys.stderr)
-    if fresh and run_dir is not None and not list_checkpoints(run_dir / "checkpoints"):
-        shutil.rmtree(run_dir, ignore_errors=True)  # a run that never saved leaves nothing
-    elif run_dir is not None:
-        status = "diverged" if isinstance(err, TrainingDiverged) else "failed"
-        write_status(run_dir, status, message=message)
-    if agree and is_distributed():
-        all_agree(False)  # the other ranks wait in all_agree: tell them to stop too
-    return 2
-
-
-def write_status(run_dir: Path | None, status: str, **details) -> None:
-    """``status.json``: running, finished, stopped (a signal), diverged or failed. A run still
-    marked running whose process is gone crashed (``python -m labkit.runs`` says so)."""
-    if run_dir is None:
-        return
-    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **details}
-    tmp = run_dir / ".status.json.tmp"
-    tmp.write_text(json.dumps(json_safe(record), indent=2, default=str))
-    tmp.replace(run_dir / "status.json")
+    def failed(self, err: BaseException, agree: bool = False) -> int:
+        """Report ``err`` in one paragraph, leave the run folder truthful, return exit code 2."""
+        message = describe(err, self.run_dir)
+        print(f"error: {message}", file=sys.stderr)
+        if self.fresh and self.run_dir is not None and not self.resumable():
+            shutil.rmtree(self.run_dir, ignore_errors=True)  # a run that never saved leaves nothing
+        elif self.run_dir is not None:
+            status = "diverged" if isinstance(err, TrainingDiverged) else "failed"
+            write_status(self.run_dir, status, message=message)
+        if agree and is_distributed():
+            all_agree(False)  # the other ranks wait in all_agree: tell them to stop too
+        return 2
 
 
 def describe(err: BaseException, run_dir: Path | None) -> str:

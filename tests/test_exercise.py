@@ -2,6 +2,7 @@
 answer and the reference."""
 
 import contextlib
+import importlib.util
 import io
 import os
 import re
@@ -12,6 +13,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
+from labkit.registry import PHASES
 from labkit.utils.exercise import NOT_IMPLEMENTED, Case, check_exercise
 
 
@@ -112,111 +114,21 @@ STUB = re.compile(r"^def (my_\w+)\(", re.MULTILINE)
 CHECK_CALL = re.compile(r"^(passed = )?check_exercise\(\s*(my_\w+),\s*(\w+),", re.MULTILINE)
 
 
-def _nms_at_or_above(boxes, scores, iou_threshold):
-    """NMS that suppresses at IoU >= threshold instead of > threshold."""
-    from labkit.detection.boxes import box_iou
-
-    order = torch.sort(scores, descending=True, stable=True).indices
-    keep = []
-    for i in order.tolist():
-        if all(box_iou(boxes[i : i + 1], boxes[j : j + 1]).item() < iou_threshold for j in keep):
-            keep.append(i)
-    return torch.tensor(keep, dtype=torch.int64)
-
-
-def _iou_without_clamp(boxes1, boxes2):
-    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    inter = (rb - lt).prod(-1)  # negative widths times negative heights: positive "overlap"
-    area1 = (boxes1[:, 2:] - boxes1[:, :2]).prod(-1)
-    area2 = (boxes2[:, 2:] - boxes2[:, :2]).prod(-1)
-    return inter / (area1[:, None] + area2[None, :] - inter)
+def _load_wrong_answers() -> dict:
+    """Every phase's wrong answers, from ``tests/wrong_answers/<package>.py`` (they live with the
+    phase: adding a phase with exercises adds its file there)."""
+    wrong = {}
+    for phase in PHASES.values():
+        path = Path(__file__).resolve().parent / "wrong_answers" / f"{phase.package}.py"
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location(f"wrong_answers_{phase.package}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            wrong.update(module.WRONG)
+    return wrong
 
 
-def _returns_ignoring_dones(rewards, gamma, dones):
-    out, running = torch.zeros_like(rewards), 0.0
-    for t in reversed(range(len(rewards))):
-        running = rewards[t] + gamma * running
-        out[t] = running
-    return out
-
-
-def _td_ignoring_terminal(rewards, next_q_target, terminated, gamma):
-    return rewards + gamma * next_q_target.max(dim=1).values
-
-
-def _step_without_zero_grad(model, optimizer, batch, loss_fn):
-    loss = loss_fn(model, batch)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-def _ddpm_step_with_beta_variance(schedule, x_t, t, x0_hat, noise):
-    """σ_t² = β_t instead of the posterior variance β̃_t the exercise asks for."""
-    from labkit.diffusion.sampling import ddpm_step
-
-    return ddpm_step(schedule, x_t, t, x0_hat, noise, variance="beta")
-
-
-def _ddim_step_wrapping_at_the_end(schedule, x_t, t, t_prev, x0_hat, eps_hat, eta, noise):
-    """Eq. 12 with ``alphas_cumprod[t_prev]`` even for t_prev = -1 (the last ᾱ, not 1)."""
-    a = schedule.alphas_cumprod
-    a_t, a_s = a[t], a[t_prev]
-    sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
-    x = a_s.sqrt() * x0_hat + (1 - a_s - sigma**2).clamp(min=0).sqrt() * eps_hat
-    return x + sigma * noise if eta > 0 else x
-
-
-def _entropy_nan_on_one_hot(probs):
-    return -(probs * probs.log()).sum(-1)  # 0 · log 0 = nan
-
-
-def _top_k_ties_by_position(scores, pool_ids, k):
-    order = torch.argsort(scores, descending=True, stable=True)[:k]  # ties: pool order, not id
-    return [pool_ids[i] for i in order.tolist()]
-
-
-def _covariance_unsquared(scales, rotations):
-    return rotations @ torch.diag_embed(scales) @ rotations.transpose(-1, -2)  # R S Rᵀ
-
-
-def _jacobian_sign_error(points_cam, camera):
-    x, y, z = points_cam.unbind(-1)
-    zero = torch.zeros_like(z)
-    row_u = torch.stack([camera.fx / z, zero, camera.fx * x / z**2], -1)  # + instead of -
-    row_v = torch.stack([zero, camera.fy / z, camera.fy * y / z**2], -1)
-    return torch.stack([row_u, row_v], -2)
-
-
-def _ewa_without_the_view_rotation(cov3d, points_cam, camera):
-    from labkit.splatting.cameras import projection_jacobian
-
-    J = projection_jacobian(points_cam, camera)
-    return J @ cov3d @ J.transpose(-1, -2) + 0.3 * torch.eye(2)  # W left out
-
-
-def _composite_back_to_front(colors, alphas):
-    colors, alphas = colors.flip(0), alphas.flip(0)
-    transmittance = torch.cat([alphas.new_ones(1), torch.cumprod(1 - alphas, 0)[:-1]])
-    return (colors * (alphas * transmittance)[:, None]).sum(0)
-
-
-WRONG = {  # one wrong version per exercise, each a mistake a learner could make
-    "my_train_step": _step_without_zero_grad,
-    "my_box_iou": _iou_without_clamp,
-    "my_nms": _nms_at_or_above,
-    "my_ddpm_step": _ddpm_step_with_beta_variance,
-    "my_ddim_step": _ddim_step_wrapping_at_the_end,
-    "my_discounted_returns": _returns_ignoring_dones,
-    "my_td_targets": _td_ignoring_terminal,
-    "my_entropy": _entropy_nan_on_one_hot,
-    "my_top_k": _top_k_ties_by_position,
-    "my_covariance": _covariance_unsquared,
-    "my_jacobian": _jacobian_sign_error,
-    "my_project_covariance": _ewa_without_the_view_rotation,
-    "my_composite": _composite_back_to_front,
-}
+WRONG = _load_wrong_answers()  # exercise name -> a wrong version of it
 
 
 def _magics_commented(source):

@@ -20,6 +20,38 @@ class TrainingDiverged(RuntimeError):
     """The loss, a metric or the weights became NaN or infinite; no checkpoint is written for it."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM outside a training loop (setup, evaluation, selection, a judge):
+    ``signal`` names it. A ``KeyboardInterrupt``, so code that is not the CLI stops as usual."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal = signal_name
+
+
+class InterruptOnSignal:
+    """While active, Ctrl-C (SIGINT) and SIGTERM raise :class:`RunInterrupted` wherever the
+    program is: the CLI's handler around the whole of a phase's ``run``. A training loop's
+    :class:`StopOnSignal` takes over inside the loop and hands back to it at the end."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+
+    @staticmethod
+    def _raise(signum: int, _frame: Any) -> None:
+        raise RunInterrupted(signal.Signals(signum).name)
+
+    def __enter__(self) -> InterruptOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._raise)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 class StopOnSignal:
     """While active, Ctrl-C (SIGINT) and SIGTERM set a flag instead of killing the loop mid-step;
     the loop then finishes the step, writes a checkpoint and returns (the CLI exits 130)."""

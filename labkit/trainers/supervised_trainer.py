@@ -30,14 +30,9 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from labkit.trainers.guards import (
-    StopOnSignal,
-    TrainingDiverged,
-    check_finite_metrics,
-    check_finite_weights,
-)
+from labkit.trainers.guards import TrainingDiverged, check_finite_metrics, check_finite_weights
+from labkit.trainers.plumbing import LoopPlumbing
 from labkit.utils.checkpoint import (
     Checkpoint,
     checkpoint_name,
@@ -289,15 +284,17 @@ def train(
         # the running mean of the logging window in progress, so its first row is right
         loss_meter.sum, loss_meter.count = payload["extra"]["loss_window"]
         log.info("resumed from %s at step %d", path, step)
-    metrics = MetricsLogger(run_dir, tensorboard=tensorboard)
     result = TrainResult(step, [], [], [], "max_steps", None)
+    metrics = MetricsLogger(run_dir, tensorboard=tensorboard)
+    loop = LoopPlumbing(
+        run_dir, total=max_steps, initial=step, progress=progress and is_main, metrics=metrics
+    )
 
     def checkpoint() -> None:
-        path = ckpt_dir / checkpoint_name(step) if ckpt_dir is not None else None
-        if path is not None and path != result.last_checkpoint:  # not twice for one step
+        if ckpt_dir is not None and loop.once("checkpoint", step):  # not twice for one step
             check_finite_weights(step, model)
             result.last_checkpoint = save_checkpoint(
-                path,
+                ckpt_dir / checkpoint_name(step),
                 model,
                 optimizer,
                 scaler if amp.use_scaler else None,
@@ -325,15 +322,8 @@ def train(
         torch.cuda.reset_peak_memory_stats(device)
     started, first_step, samples = time.perf_counter(), step, 0
     model.train()
-    bar = tqdm(
-        total=max_steps,
-        initial=step,
-        disable=not (progress and is_main),
-        desc="train",
-        dynamic_ncols=True,
-    )
     try:
-        with StopOnSignal() as stop:
+        with loop:  # Ctrl-C / SIGTERM only set loop.stopping in here: the step ends, then we save
             stopping = None  # set only from the per-step sync: every rank stops at the same step
             while step < max_steps and stopping is None:
                 _start_epoch(train_loader, epoch)
@@ -360,9 +350,9 @@ def train(
                         scheduler.step()
                     step, batch_in_epoch = step + 1, batch_in_epoch + 1
                     # one sync per step: needed for the NaN check anyway
-                    loss, any_stopped = _mean_over_ranks(out.loss, stop.received)
+                    loss, any_stopped = _mean_over_ranks(out.loss, loop.stopping)
                     if any_stopped:
-                        stopping = stop.received or "SIGTERM"  # or another rank's signal
+                        stopping = loop.stopping or "SIGTERM"  # or another rank's signal
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
                             f"The loss became {loss} at step {step}; no checkpoint was written for "
@@ -378,7 +368,7 @@ def train(
                     batch_size = _batch_size(batch)
                     throughput.tick(batch_size)
                     samples += batch_size
-                    bar.update(1)
+                    loop.advance(1)
                     if step % log_every == 0 or step == max_steps:
                         row = {
                             "train/loss": loss_meter.avg,
@@ -389,7 +379,7 @@ def train(
                         }
                         if is_main:
                             metrics.log(step, row)
-                        bar.set_postfix(loss=f"{loss_meter.avg:.4f}")
+                        loop.bar.set_postfix(loss=f"{loss_meter.avg:.4f}")
                         loss_meter.reset()
                     if eval_fn is not None and eval_every and step % eval_every == 0:
                         evaluate()
@@ -408,8 +398,10 @@ def train(
             if eval_fn is not None and not evaluated:
                 evaluate()
             checkpoint()  # eval before checkpoint, as inside the loop: resume sees the same RNG
+    except KeyboardInterrupt:  # after the loop (the CLI's handler is back): keep the weights
+        checkpoint()
+        raise
     finally:
-        bar.close()
         metrics.close()
     if profile_memory and run_dir is not None:
         _write_perf(run_dir, device, step - first_step, samples, time.perf_counter() - started)
