@@ -50,7 +50,7 @@
 # | ε-greedy, target network, one DQN update | `labkit.rl.dqn` |
 # | one REINFORCE update with a baseline | `labkit.rl.pg` |
 # | the training loops | `labkit.rl.loops` (`train_dqn`, `train_pg`) |
-# | what every RL loop shares (evaluation, logging, checkpoints) | `labkit.trainers.rl_trainer` |
+# | what every RL loop shares (evaluation, checkpoints, the summary) | `labkit.rl.plumbing` |
 # | several seeds, failure modes, curves | `labkit.rl.task` |
 # | drawing CartPole, episode GIFs | `labkit.rl.render` |
 #
@@ -92,9 +92,9 @@ from labkit.rl.envs import make_env
 from labkit.rl.losses import discounted_returns, td_targets
 from labkit.rl.networks import ActorCritic, QNetwork
 from labkit.rl.pg import collect_episode, reinforce_update
+from labkit.rl.plumbing import evaluate_policy, read_loop_checkpoint
 from labkit.rl.render import cartpole_frame, encode_gif, episode_frames, play_episode
 from labkit.rl.task import FAILURE_MODES, eval_curves, run_failure_mode, run_seeds
-from labkit.trainers.rl_trainer import evaluate_policy, read_loop_checkpoint
 from labkit.utils.config import apply_overrides, load_config
 from labkit.utils.exercise import Case, check_exercise
 from labkit.utils.runs import make_run_dir

@@ -12,7 +12,7 @@ from labkit.rl.envs import (
     set_env_state,
     valid_transitions,
 )
-from labkit.trainers.rl_trainer import evaluate_policy, finished_episodes
+from labkit.rl.plumbing import evaluate_policy, finished_episodes
 
 
 def test_valid_transitions_hand_built_scenario():

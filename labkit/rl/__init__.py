@@ -2,7 +2,7 @@
 
 Read in this order: ``envs`` (seeding, vector-env autoreset, valid transitions), ``replay``,
 ``networks``, ``losses`` (pure functions with the equations), ``dqn`` and ``pg`` (one update step
-each), ``loops`` (the two training loops), ``task`` (run, seeds, failure modes, "done when"
-checks). What every RL loop shares (evaluation, episode statistics, checkpoints) is
-``labkit.trainers.rl_trainer``. Explained in notebooks/30_rl_basics.py.
+each), ``plumbing`` (what both loops repeat: evaluation, episode statistics, checkpoints),
+``loops`` (the two training loops), ``task`` (build, run, seeds, failure modes), ``done`` (the
+"done when" checks). Explained in notebooks/30_rl_basics.py.
 """

@@ -3,7 +3,8 @@
 Each loop reads top-down like a cleanrl script: config, env, networks, then the loop with the
 algorithm steps marked ``# ALGO`` and the bookkeeping (logging, evaluation, checkpoints) marked
 ``# PLUMBING``. The algorithm pieces live beside this file (``dqn``, ``pg``, ``losses``,
-``replay``, ``envs``); the bookkeeping every RL loop shares is ``labkit.trainers.rl_trainer``.
+``replay``, ``envs``); what every RL loop repeats around it is ``labkit.rl.plumbing`` (evaluation,
+checkpoints, the summary) and ``labkit.trainers.plumbing.LoopPlumbing`` (signals, metrics, bar).
 
 Both loops stop as soon as the greedy policy is "solved": a quick evaluation reaches
 ``eval.solve_threshold`` and a confirmation over ``eval.solve_episodes`` episodes agrees.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from labkit.rl.dqn import dqn_update, epsilon_greedy, linear_schedule, update_target
 from labkit.rl.envs import (
@@ -37,19 +38,20 @@ from labkit.rl.envs import (
 )
 from labkit.rl.networks import ActorCritic, QNetwork
 from labkit.rl.pg import collect_episode, reinforce_update
-from labkit.rl.replay import ReplayBuffer
-from labkit.trainers.guards import StopOnSignal, check_finite_metrics, check_finite_weights
-from labkit.trainers.rl_trainer import (
+from labkit.rl.plumbing import (
     close_loop,
-    crossings,
     evaluate_and_save,
     finished_episodes,
     new_loop_state,
     read_loop_checkpoint,
     save_loop_checkpoint,
+    stop_reason,
 )
+from labkit.rl.replay import ReplayBuffer
+from labkit.trainers.guards import check_finite_metrics, check_finite_weights
+from labkit.trainers.plumbing import LoopPlumbing, crossings, due
 from labkit.utils.checkpoint import Checkpoint, load_checkpoint, restore_states
-from labkit.utils.logging import MetricsLogger, get_logger
+from labkit.utils.logging import get_logger
 from labkit.utils.seed import set_rng_state
 
 log = get_logger(__name__)
@@ -57,6 +59,35 @@ log = get_logger(__name__)
 # ==============================================================================================
 # DQN
 # ==============================================================================================
+
+
+@dataclass
+class DQNSetup:
+    """What a DQN run acts and learns with (:func:`build_dqn`)."""
+
+    envs: Any  # E seeded sub-envs stepped together (next-step autoreset)
+    q_net: QNetwork
+    target_net: QNetwork | None  # None: bootstrap from q_net itself (a failure mode)
+    optimizer: torch.optim.Optimizer
+    replay: ReplayBuffer
+    rng: torch.Generator  # ε-greedy coin flips and replay sampling
+
+
+def build_dqn(cfg: dict, device: torch.device) -> DQNSetup:
+    """Envs, networks, Adam, replay buffer and generator of a complete p30_dqn config (seed the
+    global RNGs first: the Q-network's initial weights draw from them)."""
+    dqn, seed = cfg["dqn"], cfg["seed"]
+    rng = torch.Generator().manual_seed(seed)
+    envs = make_vector_env(
+        cfg["env"]["id"], cfg["env"]["num_envs"], seed, cfg["env"]["max_episode_steps"]
+    )
+    obs_shape = envs.single_observation_space.shape
+    num_actions = int(envs.single_action_space.n)
+    q_net = QNetwork(int(np.prod(obs_shape)), num_actions, dqn["hidden"]).to(device)
+    target_net = copy.deepcopy(q_net) if dqn["target_network"] else None
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=cfg["optim"]["lr"])
+    replay = ReplayBuffer(dqn["buffer_size"], obs_shape, device=device)
+    return DQNSetup(envs, q_net, target_net, optimizer, replay, rng)
 
 
 def train_dqn(
@@ -67,6 +98,8 @@ def train_dqn(
     resume_from: str | Path | Checkpoint | None = None,
     init_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
+    stop_after: int | None = None,
+    setup: DQNSetup | None = None,
 ) -> dict[str, Any]:
     """Train DQN on ``cfg["env"]["id"]`` (a complete p30_dqn config; see the YAML for every key).
 
@@ -76,28 +109,25 @@ def train_dqn(
         resume_from: a checkpoint (file, run folder, or :class:`Checkpoint`) written by this
             loop; the run continues exactly.
         init_from: a checkpoint whose network weights start a new run (nothing else is kept).
+        stop_after: end the run, as a signal would (checkpoint, final evaluation), after the
+            first iteration that brings the env-step counter to this many (the counter moves by
+            up to ``env.num_envs`` per iteration); ``None``: run to ``trainer.max_env_steps``.
+        setup: what :func:`build_dqn` made (``None``: built here); trained in place, its envs
+            closed at the end.
 
     Returns:
         Summary: ``env_steps``, ``episodes``, ``updates``, ``wall_time_s``, ``solved``,
         ``solved_at_env_step``, ``final_eval_mean_return``, ``eval_history``, ``metrics`` (every
-        logged row) and ``stopped_by`` (``"max_steps"``, ``"solved"`` or the signal's name: on
-        Ctrl-C or SIGTERM the loop finishes its iteration, saves and returns).
+        logged row) and ``stopped_by`` (``"max_steps"``, ``"solved"``, ``"stop_after"`` or the
+        signal's name: on Ctrl-C or SIGTERM the loop finishes its iteration, saves and returns).
 
     Raises:
         TrainingDiverged: a loss became NaN/Inf, or the weights did before a checkpoint.
     """
-    dqn, trainer, seed = cfg["dqn"], cfg["trainer"], cfg["seed"]
-    rng = torch.Generator().manual_seed(seed)  # ε-greedy coin flips and replay sampling
-
-    envs = make_vector_env(
-        cfg["env"]["id"], cfg["env"]["num_envs"], seed, cfg["env"]["max_episode_steps"]
-    )
-    obs_shape = envs.single_observation_space.shape
-    num_actions = int(envs.single_action_space.n)
-    q_net = QNetwork(int(np.prod(obs_shape)), num_actions, dqn["hidden"]).to(device)
-    target_net = copy.deepcopy(q_net) if dqn["target_network"] else None
-    optimizer = torch.optim.Adam(q_net.parameters(), lr=cfg["optim"]["lr"])
-    replay = ReplayBuffer(dqn["buffer_size"], obs_shape, device=device)
+    dqn, trainer = cfg["dqn"], cfg["trainer"]
+    setup = build_dqn(cfg, device) if setup is None else setup
+    envs, q_net, target_net = setup.envs, setup.q_net, setup.target_net
+    optimizer, replay, rng = setup.optimizer, setup.replay, setup.rng
     if init_from is not None:  # a warm start: the Q-network's weights, everything else fresh
         load_checkpoint(init_from, q_net)
         if target_net is not None:
@@ -145,14 +175,16 @@ def train_dqn(
         )
 
     checkpoint = save if run_dir is not None else None
-    logger = MetricsLogger(run_dir)
     budget = trainer["max_env_steps"]
-    bar = tqdm(total=budget, initial=state["env_steps"], disable=not progress)
+    until = min(stop_after or budget, budget)
     started = time.perf_counter() - state["wall_time_s"]
     last_update: dict[str, float] = {}
-    stopped_by = "max_steps"
-    with StopOnSignal() as stop:
-        while state["env_steps"] < budget and stop.received is None:
+    solved = False
+    with LoopPlumbing(
+        run_dir, total=budget, initial=state["env_steps"], desc="dqn", unit="env-step",
+        progress=progress,
+    ) as loop:  # fmt: skip
+        while state["env_steps"] < until and not loop.stopping:
             before = state["env_steps"]
 
             # ALGO: act ε-greedily, step the envs, store only the real transitions.
@@ -194,30 +226,55 @@ def train_dqn(
             # PLUMBING: episode statistics, losses, evaluation, checkpoints.
             for episodic_return, length in finished_episodes(info):
                 state["episodes"] += 1
-                logger.log(
+                loop.metrics.log(
                     now,
                     {"charts/episodic_return": episodic_return, "charts/episodic_length": length},
                 )
-            if crossings(before, now, trainer["log_every"]):
+            loop.advance(now - before)
+            if due(before, now, trainer["log_every"]):
                 row = {
                     "charts/epsilon": epsilon,
                     "charts/SPS": now / (time.perf_counter() - started),
                 }
                 row.update({f"losses/{key}": value for key, value in last_update.items()})
-                logger.log(now, row)
-                bar.set_postfix(eps=f"{epsilon:.2f}", loss=f"{last_update.get('td_loss', 0):.3f}")
-            bar.update(now - before)
-            if evaluate_and_save(greedy, cfg, state, logger, (before, now), now, checkpoint):
-                stopped_by = "solved"
+                loop.metrics.log(now, row)
+                loop.bar.set_postfix(
+                    eps=f"{epsilon:.2f}", loss=f"{last_update.get('td_loss', 0):.3f}"
+                )
+            if evaluate_and_save(greedy, cfg, state, loop, (before, now), now, checkpoint):
+                solved = True
                 break
-    bar.close()
-    envs.close()
-    return close_loop(greedy, cfg, state, logger, stopped_by, stop, checkpoint, started)
+        envs.close()
+        stopped_by = stop_reason(loop, solved, state["env_steps"], budget)
+        return close_loop(greedy, cfg, state, loop, stopped_by, checkpoint, started)
 
 
 # ==============================================================================================
 # REINFORCE with baseline
 # ==============================================================================================
+
+
+@dataclass
+class PGSetup:
+    """What a REINFORCE run acts and learns with (:func:`build_pg`)."""
+
+    env: Any  # one seeded env: whole episodes, one after another
+    model: ActorCritic  # policy π(a|s) and value baseline V(s)
+    optimizer: torch.optim.Optimizer
+    rng: torch.Generator  # action sampling
+
+
+def build_pg(cfg: dict, device: torch.device) -> PGSetup:
+    """Env, actor-critic, Adam and generator of a complete p30_pg config (seed the global RNGs
+    first: the network's initial weights draw from them)."""
+    pg, seed = cfg["pg"], cfg["seed"]
+    rng = torch.Generator().manual_seed(seed)
+    env = make_env(cfg["env"]["id"], seed, cfg["env"]["max_episode_steps"])
+    obs_dim = int(np.prod(env.observation_space.shape))
+    model = ActorCritic(obs_dim, int(env.action_space.n), pg["hidden"], pg["shared_network"])
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"])
+    return PGSetup(env, model, optimizer, rng)
 
 
 def train_pg(
@@ -228,20 +285,19 @@ def train_pg(
     resume_from: str | Path | Checkpoint | None = None,
     init_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
+    stop_after: int | None = None,
+    setup: PGSetup | None = None,
 ) -> dict[str, Any]:
     """Train REINFORCE with baseline (a complete p30_pg config; see the YAML for every key).
 
     Arguments and returned summary as :func:`train_dqn` (``updates`` counts gradient steps, one
-    per ``pg.episodes_per_update`` episodes; the budget is ``trainer.max_episodes``).
+    per ``pg.episodes_per_update`` episodes; the budget is ``trainer.max_episodes``, and
+    ``stop_after`` counts episodes too: the run ends after the update that reaches it;
+    ``setup`` comes from :func:`build_pg`).
     """
-    pg, trainer, seed = cfg["pg"], cfg["trainer"], cfg["seed"]
-    rng = torch.Generator().manual_seed(seed)  # action sampling
-
-    env = make_env(cfg["env"]["id"], seed, cfg["env"]["max_episode_steps"])
-    obs_dim = int(np.prod(env.observation_space.shape))
-    model = ActorCritic(obs_dim, int(env.action_space.n), pg["hidden"], pg["shared_network"])
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"])
+    pg, trainer = cfg["pg"], cfg["trainer"]
+    setup = build_pg(cfg, device) if setup is None else setup
+    env, model, optimizer, rng = setup.env, setup.model, setup.optimizer, setup.rng
     if init_from is not None:  # a warm start: the actor-critic's weights, everything else fresh
         load_checkpoint(init_from, model)
 
@@ -271,13 +327,15 @@ def train_pg(
         )  # fmt: skip
 
     checkpoint = save if run_dir is not None else None
-    logger = MetricsLogger(run_dir)
     budget = trainer["max_episodes"]
-    bar = tqdm(total=budget, initial=state["episodes"], disable=not progress)
+    until = min(stop_after or budget, budget)
     started = time.perf_counter() - state["wall_time_s"]
-    stopped_by = "max_steps"
-    with StopOnSignal() as stop:
-        while state["episodes"] < budget and stop.received is None:
+    solved = False
+    with LoopPlumbing(
+        run_dir, total=budget, initial=state["episodes"], desc="pg", unit="episode",
+        progress=progress,
+    ) as loop:  # fmt: skip
+        while state["episodes"] < until and not loop.stopping:
             before = state["episodes"]
 
             # ALGO: sample whole episodes from π, then one policy-gradient step on them.
@@ -305,25 +363,28 @@ def train_pg(
 
             # PLUMBING: episode statistics, losses, evaluation, checkpoints (x axis: env steps).
             for ep in episodes:
-                logger.log(
+                loop.metrics.log(
                     state["env_steps"],
                     {
                         "charts/episodic_return": ep.rewards.sum().item(),
                         "charts/episodic_length": len(ep.rewards),
                     },
                 )
-            if crossings(before, now, trainer["log_every"]):
-                logger.log(state["env_steps"], losses)
-                bar.set_postfix(ret=f"{metrics['mean_return']:.0f}", H=f"{metrics['entropy']:.2f}")
-            bar.update(now - before)
+            loop.advance(now - before)
+            if due(before, now, trainer["log_every"]):
+                loop.metrics.log(state["env_steps"], losses)
+                loop.bar.set_postfix(
+                    ret=f"{metrics['mean_return']:.0f}", H=f"{metrics['entropy']:.2f}"
+                )
             if evaluate_and_save(
-                greedy, cfg, state, logger, (before, now), state["env_steps"], checkpoint
+                greedy, cfg, state, loop, (before, now), state["env_steps"], checkpoint
             ):
-                stopped_by = "solved"
+                solved = True
                 break
-    bar.close()
-    env.close()
-    return close_loop(greedy, cfg, state, logger, stopped_by, stop, checkpoint, started)
+        env.close()
+        stopped_by = stop_reason(loop, solved, state["episodes"], budget)
+        return close_loop(greedy, cfg, state, loop, stopped_by, checkpoint, started)
 
 
+BUILDS = {"dqn": build_dqn, "pg": build_pg}
 LOOPS = {"dqn": train_dqn, "pg": train_pg}

@@ -1,16 +1,15 @@
 """P30's task: DQN and REINFORCE with baseline on CartPole-v1, over seeds, working and broken.
 
 ``run(cfg, run_dir, device)`` seeds and trains one config (its ``algo`` picks the loop in
-``labkit.rl.loops``); ``run_seeds`` repeats a config over seeds; ``run_failure_mode`` trains a
-named broken variant (:data:`FAILURE_MODES`, each a one-line config override) next to the
-working config and returns both sets of learning curves. The CLI
-(``python -m labkit.train p30_dqn``), notebooks/30_rl_basics.py and ``python -m labkit.done p30``
-all call these.
+``labkit.rl.loops``; the loop builds its own envs and networks, so there is no separate
+``build``); ``run_seeds`` repeats a config over seeds; ``run_failure_mode`` trains a named broken
+variant (:data:`FAILURE_MODES`, each a one-line config override) next to the working config and
+returns both sets of learning curves. The CLI (``python -m labkit.train p30_dqn``),
+notebooks/30_rl_basics.py and ``python -m labkit.done p30`` (``labkit.rl.done``) call these.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +19,30 @@ import numpy as np
 import torch
 
 from labkit.rl.config import with_defaults
-from labkit.rl.loops import LOOPS
-from labkit.utils.threads import torch_threads
+from labkit.rl.loops import BUILDS, LOOPS, DQNSetup, PGSetup
 from labkit.utils.checkpoint import Checkpoint
-from labkit.utils.checks import Check
 from labkit.utils.config import ConfigError, apply_overrides, load_config
 from labkit.utils.device import get_device
-from labkit.utils.runs import RunResult, write_run_files
+from labkit.utils.runs import RunResult, checkpoint_resume_point, write_run_files
 from labkit.utils.seed import set_seed
-
-check = with_defaults  # the CLI checks a config with this before it writes anything
+from labkit.utils.threads import torch_threads
 
 BUDGET_KEYS = {"dqn": "trainer.max_env_steps", "pg": "trainer.max_episodes"}  # one per loop
 X_AXES = {"dqn": "env_steps", "pg": "episodes"}  # what each loop's budget counts
 SUMMARY_KEYS = ("env_steps", "episodes", "updates", "wall_time_s", "solved")
 SUMMARY_KEYS += ("solved_at_env_step", "final_eval_mean_return")
+
+
+def check(cfg: dict) -> dict:
+    """``cfg`` laid over the shipped p30_<algo>.yaml and checked against the algorithm's schema
+    (``labkit.rl.config``); ``ConfigError`` names a bad key or value. The CLI calls it first."""
+    return with_defaults(cfg)
+
+
+def build(cfg: dict, device: torch.device) -> DQNSetup | PGSetup:
+    """Envs, networks, optimizer and generator of a checked config, for the loop its ``algo``
+    names (``labkit.rl.loops.build_dqn`` / ``build_pg``; call ``set_seed`` first)."""
+    return BUILDS[cfg["algo"]](cfg, device)
 
 
 def run(
@@ -45,27 +53,42 @@ def run(
     resume_from: str | Path | Checkpoint | None = None,
     init_from: str | Path | Checkpoint | None = None,
     progress: bool = True,
+    stop_after: int | None = None,
 ) -> RunResult:
     """Check, seed and train ``cfg`` with the loop its ``algo`` names (``dqn`` or ``pg``).
 
-    ``cfg`` may be partial: it is laid over the shipped p30_<algo>.yaml and checked against the
-    schema (``labkit.rl.config``; a bad key or value raises ``ConfigError``). Returns ``summary`` (the headline numbers, with ``step`` = env steps and
-    ``stopped_by``) and ``details`` (the loop's full summary: ``eval_history``, ``metrics``; see
-    :func:`labkit.rl.loops.train_dqn`).
+    Args:
+        cfg: may be partial (see :func:`check`).
+        resume_from: a checkpoint of the same loop (file, run folder or :class:`Checkpoint`):
+            the run continues exactly. ``init_from``: one whose network starts a new run.
+        stop_after: end as if interrupted (checkpoint, final evaluation) once the loop's budget
+            counter reaches it: env steps for DQN, episodes for PG, the units of
+            ``trainer.max_env_steps`` / ``trainer.max_episodes``. Used to check exact resume.
+
+    Returns:
+        ``summary`` (the headline numbers, with ``step`` = env steps and ``stopped_by``) and
+        ``details`` (the loop's full summary: ``eval_history``, ``metrics``; see
+        :func:`labkit.rl.loops.train_dqn`) and ``setup`` (the trained networks, see :func:`build`).
     """
     cfg = check(cfg)
     device = device or get_device(cfg["device"])
     set_seed(cfg["seed"], deterministic=cfg["deterministic"])
     with torch_threads(cfg["torch_threads"]):
+        setup = build(cfg, device)
         details = LOOPS[cfg["algo"]](
-            cfg, run_dir, device, resume_from=resume_from, init_from=init_from, progress=progress
-        )
+            cfg, run_dir, device, resume_from=resume_from, init_from=init_from,
+            progress=progress, stop_after=stop_after, setup=setup,
+        )  # fmt: skip
     summary = {
         "step": details["env_steps"],
         "stopped_by": details["stopped_by"],
         **{key: details[key] for key in SUMMARY_KEYS},
     }
-    return RunResult(summary, details)
+    return RunResult(summary, details, setup)
+
+
+# Both loops checkpoint to checkpoints/step_<env steps>.pt and log metrics at env steps.
+resume_point = checkpoint_resume_point
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,45 +269,3 @@ def run_failure_mode(
 def _as_config(cfg: dict | str) -> dict:
     """A config name, or a (partial) config dict laid over its algorithm's shipped YAML."""
     return check(load_config(cfg) if isinstance(cfg, str) else cfg)
-
-
-# ---------------------------------------------------------------------------------------------
-# "Done when" checks for P30 (python -m labkit.done p30)
-
-DONE_SEEDS = (1, 2, 3)
-THRESHOLD = 475.0  # CartPole-v1's "solved": mean return over 100 greedy evaluation episodes
-
-
-def _check_solves(config: str, label: str, budget: str, seeds=DONE_SEEDS, need: int = 2) -> Check:
-    start = time.perf_counter()
-    # One thread: a 2-layer MLP on 4 numbers is faster without intra-op threading.
-    summaries = run_seeds(config, seeds, ["torch_threads=1"])
-    solved = [s for s in summaries if s["solved"]]
-    per_seed = [
-        (
-            f"seed {s['seed']}: {s['env_steps']:,} env steps / {s['episodes']} episodes / "
-            f"{s['wall_time_s']:.0f} s"
-            if s["solved"]
-            else f"seed {s['seed']}: not solved in {s['env_steps']:,} env steps"
-        )
-        + f" (100-ep mean {s['final_eval_mean_return']:.0f})"
-        for s in summaries
-    ]
-    measured = f"{len(solved)}/{len(seeds)} solved; " + "; ".join(per_seed)
-    target = f">= {THRESHOLD:.0f} in >= {need}/{len(seeds)} seeds, {budget}"
-    return Check(label, target, measured, len(solved) >= need, time.perf_counter() - start)
-
-
-def check_p30_dqn() -> Check:
-    """(a) DQN solves CartPole-v1 (>= 475 over 100 greedy episodes) in >= 2 of 3 seeds."""
-    budget = load_config("p30_dqn")["trainer"]["max_env_steps"]
-    return _check_solves("p30_dqn", "DQN solves CartPole-v1", f"<= {budget:,} env steps")
-
-
-def check_p30_pg() -> Check:
-    """(b) REINFORCE with baseline solves CartPole-v1 in >= 2 of 3 seeds."""
-    budget = load_config("p30_pg")["trainer"]["max_episodes"]
-    return _check_solves("p30_pg", "REINFORCE+baseline solves CartPole-v1", f"<= {budget} episodes")
-
-
-DONE_CHECKS = [check_p30_dqn, check_p30_pg]

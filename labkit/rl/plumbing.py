@@ -1,8 +1,10 @@
-"""Generic RL loop utilities: what every RL training loop needs around its algorithm.
+"""What the RL loops repeat around their algorithm, written once for DQN and REINFORCE.
 
-Episode statistics from vector-env steps, greedy evaluation with a "solved" confirmation,
-logging, and checkpoints of a loop's whole state. The algorithms and their loops live in the
-phase package (``labkit.rl.loops``: DQN and REINFORCE); this module knows none of them.
+Episode statistics from vector-env steps, greedy evaluation with a "solved" confirmation, the
+loop's counters and closing summary, and checkpoints of a loop's whole state. The algorithms and
+their loops live beside this file (``labkit.rl.loops``); signals, the metrics logger, the
+progress bar and the "not twice for one step" guard are the lab-wide
+:class:`labkit.trainers.plumbing.LoopPlumbing`. This module knows neither algorithm.
 
 Checkpoints are ``labkit.utils.checkpoint`` files (atomic writes, ``weights_only=True`` reads):
 the network being trained is the checkpoint's ``model``; everything else a loop needs to
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from torch import nn
 
+from labkit.trainers.plumbing import LoopPlumbing, due
 from labkit.utils.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -31,7 +34,6 @@ from labkit.utils.checkpoint import (
     open_checkpoint,
     save_checkpoint,
 )
-from labkit.trainers.plumbing import crossings
 from labkit.utils.logging import MetricsLogger, get_logger
 
 log = get_logger(__name__)
@@ -138,8 +140,15 @@ def evaluate_and_log(greedy, cfg: dict, step: int, state: dict, logger: MetricsL
     return solved
 
 
+def checkpoint_once(loop: LoopPlumbing, state: dict, save: Callable[[], Any] | None) -> None:
+    """``save()`` the loop's state, unless there is no run folder (``save`` is None) or this env
+    step already has its file (the cadence and the end of a run may both ask for it)."""
+    if save is not None and loop.once("checkpoint", state["env_steps"]):
+        save()
+
+
 def evaluate_and_save(
-    greedy, cfg: dict, state: dict, logger: MetricsLogger, span: tuple[int, int], step: int,
+    greedy, cfg: dict, state: dict, loop: LoopPlumbing, span: tuple[int, int], step: int,
     save: Callable[[], Any] | None,
 ) -> bool:  # fmt: skip
     """The end of a loop iteration that moved the budget counter over ``span = (before, now)``:
@@ -149,33 +158,42 @@ def evaluate_and_save(
     of the first solve is kept in ``state["solved_at"]`` (and so in every later checkpoint).
     """
     trainer = cfg["trainer"]
-    if crossings(*span, trainer["eval_every"]) and evaluate_and_log(
-        greedy, cfg, step, state, logger
+    if due(*span, trainer["eval_every"]) and evaluate_and_log(
+        greedy, cfg, step, state, loop.metrics
     ):
         state["solved_at"] = state.get("solved_at") or step
         if cfg["eval"]["stop_when_solved"]:
             return True
-    if save is not None and crossings(*span, trainer["ckpt_every"]):
-        save()
+    if due(*span, trainer["ckpt_every"]):
+        checkpoint_once(loop, state, save)
     return False
 
 
+def stop_reason(loop: LoopPlumbing, solved: bool, count: int, budget: int) -> str:
+    """Why a loop ended: the signal's name, ``"solved"``, ``"max_steps"`` (the budget counter
+    reached ``budget``) or ``"stop_after"`` (the run's ``stop_after`` came first)."""
+    if loop.stopping is not None:
+        return loop.stopping
+    if solved:
+        return "solved"
+    return "max_steps" if count >= budget else "stop_after"
+
+
 def close_loop(
-    greedy, cfg: dict, state: dict, logger: MetricsLogger, stopped_by: str, stop: Any,
+    greedy, cfg: dict, state: dict, loop: LoopPlumbing, stopped_by: str,
     save: Callable[[], Any] | None, started: float,
 ) -> dict[str, Any]:  # fmt: skip
-    """After the loop: note a signal, write the last checkpoint, evaluate, summarise.
+    """The end of a loop, still inside its ``LoopPlumbing`` block (a second Ctrl-C cannot cut the
+    last checkpoint short): write it, evaluate, summarise.
 
-    ``stop`` is the loop's :class:`labkit.trainers.guards.StopOnSignal`; ``started`` the
-    ``time.perf_counter()`` the wall clock counts from (earlier parts of a resumed run included).
+    ``started`` is the ``time.perf_counter()`` the wall clock counts from (earlier parts of a
+    resumed run included).
     """
-    if stop.received is not None:
-        stopped_by = stop.received
-        log.warning("%s received: stopping at %d env steps", stop.received, state["env_steps"])
-    if save is not None:
-        save()
+    if stopped_by == loop.stopping:  # a signal ended the loop (and not one during this close)
+        log.warning("%s received: stopping at %d env steps", stopped_by, state["env_steps"])
+    checkpoint_once(loop, state, save)
     state["wall_time_s"] = time.perf_counter() - started
-    return {**finish(greedy, cfg, state, logger), "stopped_by": stopped_by}
+    return {**finish(greedy, cfg, state, loop.metrics), "stopped_by": stopped_by}
 
 
 def finish(greedy, cfg: dict, state: dict, logger: MetricsLogger) -> dict[str, Any]:
@@ -194,7 +212,6 @@ def finish(greedy, cfg: dict, state: dict, logger: MetricsLogger) -> dict[str, A
         returns = _greedy_returns(greedy, cfg, evaluation["solve_episodes"])
         _record(state, returns, state["env_steps"], logger)
     final = history[-1]["mean_return"]
-    logger.close()
     solved_at = state.get("solved_at")
     return {
         "env_steps": state["env_steps"],

@@ -1,6 +1,6 @@
 """The P00 "done when" checks themselves (the accuracy run is left to `make done`: ~1 min)."""
 
-from labkit.warmup.task import check_p00_overfit, check_p00_resume
+from labkit.warmup.done import check_p00_overfit, check_p00_resume
 
 
 def test_overfit_check_passes():

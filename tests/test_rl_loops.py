@@ -1,11 +1,11 @@
-"""RL trainers: checkpoints load with weights_only and resume exactly; a short DQN run learns."""
+"""RL loops: checkpoints load with weights_only and resume exactly; a short DQN run learns."""
 
 import pytest
 import torch
 
 from labkit.rl.config import with_defaults
-from labkit.rl.task import run
-from labkit.trainers.rl_trainer import read_loop_checkpoint
+from labkit.rl.plumbing import read_loop_checkpoint
+from labkit.rl.task import resume_point, run
 from labkit.utils.checkpoint import CheckpointError
 from labkit.utils.config import ConfigError
 
@@ -80,6 +80,28 @@ def test_pg_checkpoint_resume_is_exact(tmp_path):
     assert resumed["env_steps"] == full["env_steps"]
 
 
+@pytest.mark.parametrize("algo,stop_at", [("dqn", 200), ("pg", 6)])
+def test_stop_after_then_resume_equals_a_straight_run(tmp_path, algo, stop_at):
+    # stop_after counts the loop's budget unit (DQN: env steps, PG: episodes); the stopped run
+    # saves like an interrupted one, and its run folder's resume point continues it exactly.
+    tiny, train = (DQN_TINY, train_dqn) if algo == "dqn" else (PG_TINY, train_pg)
+    tiny = {**tiny, "trainer": {**tiny["trainer"], "ckpt_every": 0}}  # only the stop's file
+    straight = train(tiny, tmp_path / "straight", progress=False)
+    part = train(tiny, tmp_path / "split", progress=False, stop_after=stop_at)
+    assert part["stopped_by"] == "stop_after" and straight["stopped_by"] == "max_steps"
+    point = resume_point(tmp_path / "split")
+    assert point.step == part["env_steps"] and point.config["algo"] == algo
+    rest = train(point.config, tmp_path / "split", progress=False, resume_from=point.resume_from)
+    assert _losses(rest, point.step) == _losses(straight, point.step)
+    assert rest["env_steps"] == straight["env_steps"] and rest["episodes"] == straight["episodes"]
+    assert rest["final_eval_mean_return"] == straight["final_eval_mean_return"]
+
+
+def test_resume_point_of_an_empty_folder_is_a_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError):
+        resume_point(tmp_path)
+
+
 def test_short_dqn_run_beats_a_random_policy():
     # A random CartPole policy averages ~22. A few thousand steps of DQN should clearly beat it.
     # The shipped p30_dqn config, cut to 3,000 env steps (about 1,000 updates, a few seconds).
@@ -138,7 +160,7 @@ def test_thread_count_is_left_alone_unless_asked():
 def test_a_run_that_solved_stays_solved_after_a_resume(tmp_path):
     # The step of the first confirmed solve lives in the loop state (saved in checkpoints), so
     # a later summary says solved even when a final evaluation dips below the threshold.
-    from labkit.trainers.rl_trainer import finish, new_loop_state
+    from labkit.rl.plumbing import finish, new_loop_state
     from labkit.utils.logging import MetricsLogger
 
     cfg = with_defaults({"eval": {"solve_episodes": 3}}, "p30_dqn")
