@@ -8,7 +8,7 @@ checks, in this order:
    it; if not, the exact fix (the wheels ``scripts/choose_torch.py`` would install);
 3. the AMP policy ``trainer.amp: auto`` will use (``labkit.utils.device.device_amp_policy``);
 4. data sets: which are on disk, which a run would download, which fall back to packaged data;
-5. free disk space for the repository and for ``runs/``;
+5. free disk space for the repository and for ``runs/``, and whether ``runs/`` is writable;
 6. threads: torch's intra-op threads against the cores that are actually free.
 
 It never downloads anything and takes a few seconds (most of it importing torch): run it first
@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,6 +282,26 @@ def check_disk(paths: dict[str, Path]) -> list[Line]:
     return lines
 
 
+def check_writable(runs_dir: Path) -> list[Line]:
+    """Whether a run could make its folder under ``runs_dir``: a file written and removed there
+    (or in its nearest existing parent, which a run would create it in; nothing is left behind)."""
+    try:
+        if runs_dir.exists() and not runs_dir.is_dir():
+            raise NotADirectoryError(20, "it is a file, not a folder")
+        with tempfile.NamedTemporaryFile(dir=_existing(runs_dir), prefix=".doctor-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        return [
+            fail(
+                "runs",
+                f"cannot write into {runs_dir} ({reason}): every run would fail to start. Fix: "
+                f"make it writable (ls -ld {runs_dir}; chmod u+w) or pass --runs-dir elsewhere",
+            )
+        ]
+    return [ok("runs", f"{runs_dir} is writable")]
+
+
 def free_cores() -> tuple[int, float]:
     """``(cores this process may use, cores not busy)``: the latter is cores minus the 1-minute
     load average, at least 1."""
@@ -321,6 +342,7 @@ def diagnose(data_root: Path, runs_dir: Path) -> list[Line]:
         *check_packages(),
         *check_data(data_root),
         *check_disk({"the repository": REPO, "runs": runs_dir}),
+        *check_writable(runs_dir),
         *check_threads(),
     ]
 

@@ -20,8 +20,9 @@ TensorBoard events or checkpoints far more often). A folder without ``status.jso
 the CLI wrote one, or not by the CLI) is "unknown".
 
 ``compare A B`` prints the config keys in which two runs differ and their final metrics, and
-saves their metric curves side by side as ``A/compare_<B's folder name>.png``. ``--markdown``
-prints the index as list items to paste into LEARNING.md's "Links" section. A run is named by
+saves their metric curves side by side as ``<runs-dir>/compare/<A>_vs_<B>.png`` (never into a
+run folder: what is there is what ran). ``--markdown`` prints the index as list items to paste
+into LEARNING.md's "Links" section. A run is named by
 its folder path or by any unique part of its folder name.
 """
 
@@ -92,17 +93,19 @@ def run_date(path: Path) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file as a dict; ``{}`` when missing, unreadable, or not an object."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):  # ValueError: bad JSON, or bytes that are not UTF-8
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def metric_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of ``path/metrics.jsonl``; a line cut short by a crash (``kill -9`` mid-write)
     is skipped rather than failing the whole index."""
     try:
-        lines = (path / "metrics.jsonl").read_text().splitlines()
+        lines = (path / "metrics.jsonl").read_text(errors="replace").splitlines()
     except OSError:
         return []
     rows = []
@@ -167,7 +170,8 @@ def run_status(path: Path, stale_minutes: float = STALE_MINUTES) -> tuple[str, s
     record = read_status(path)
     status = record.get("status")
     if status is None:
-        return "unknown", "no status.json"
+        exists = (path / "status.json").exists()
+        return "unknown", "status.json unreadable" if exists else "no status.json"
     if status != "running":
         message = str(record.get("message", "")).split(". ")[0]
         return status, message[:80]
@@ -187,7 +191,7 @@ def read_run(path: str | Path, stale_minutes: float = STALE_MINUTES) -> RunInfo:
     path = Path(path)
     try:
         cfg = yaml.safe_load(newest_config(path).read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8
         cfg = None
     readable = isinstance(cfg, dict)
     cfg = cfg if readable else {}
@@ -370,16 +374,23 @@ def curve_figure(a: RunInfo, b: RunInfo):
     return fig
 
 
-def compare(a_name: str, b_name: str, runs_dir: str | Path = RUNS_DIR) -> tuple[str, Path]:
-    """The console table and the PNG (saved in A's folder as ``compare_<B name>.png``)."""
+def compare(a_name: str, b_name: str, runs_dir: str | Path = RUNS_DIR) -> tuple[str, Path | str]:
+    """The console table and the PNG of both runs' curves, saved as
+    ``<runs_dir>/compare/<A>_vs_<B>.png`` (never inside a run folder: what is there is what
+    ran); when it cannot be written, the reason instead of the path."""
     a = read_run(resolve_run(a_name, runs_dir))
     b = read_run(resolve_run(b_name, runs_dir))
     import matplotlib.pyplot as plt
 
     fig = curve_figure(a, b)
-    png = a.path / f"compare_{b.path.name}.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    png = Path(runs_dir) / "compare" / f"{a.path.name}_vs_{b.path.name}.png"
+    try:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(png, dpi=100)
+    except OSError as err:
+        return compare_table(a, b), f"not saved ({png}: {err.strerror or err})"
+    finally:
+        plt.close(fig)
     return compare_table(a, b), png
 
 

@@ -40,6 +40,7 @@ from labkit.utils.distributed import (
     is_distributed,
     is_main_process,
     launched_by_torchrun,
+    launched_world_size,
     shutdown,
 )
 from labkit.utils.logging import get_logger, json_safe
@@ -50,6 +51,7 @@ from labkit.utils.runs import (
     make_run_dir,
     refused_resume_changes,
     saved_config,
+    saved_world_size,
     truncate_metrics,
     unique_suffix,
     write_run_files,
@@ -63,7 +65,7 @@ LAB_ERRORS = (ConfigError, CheckpointError, DeviceError, DataError, TrainingDive
 def phase_task(cfg: dict) -> PhaseTask:
     """The task module of the config's ``phase`` (see ``labkit.registry``)."""
     phase = cfg.get("phase")
-    if phase not in PHASES:
+    if not isinstance(phase, str) or phase not in PHASES:
         raise ConfigError(
             f"Config phase '{phase}' is not one of: {', '.join(PHASES)}. Start from a config in "
             f"labkit/configs/ (its first lines name the phase)."
@@ -85,6 +87,15 @@ def open_resume(path: str) -> tuple[PhaseTask, ResumePoint]:
             f"Run '{point.run_dir}' is still running (process {pid} on this host); resuming it "
             f"now would put two processes into one folder. Stop that run first (Ctrl-C in its "
             f"terminal, or kill -INT {pid}: it saves and exits), then resume."
+        )
+    if point.run_dir is not None and saved_world_size(point.run_dir) != launched_world_size():
+        before, now = saved_world_size(point.run_dir), launched_world_size()
+        raise CheckpointError(
+            f"Run '{point.run_dir}' was trained by {before} process(es) and this resume would use "
+            f"{now}: each process reads its own shard of every batch, so the data order would "
+            f"change and the continuation would not be exact. Resume with the same number "
+            f"({'torchrun --nproc_per_node=' + str(before) if before > 1 else 'python -m'} "
+            f"labkit.train --resume ...), or start a new run from its weights with --init-from."
         )
     return task, point
 

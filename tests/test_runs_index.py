@@ -154,8 +154,9 @@ def test_compare_prints_differences_and_saves_curves(two_runs, capsys):
     assert rows["seed"] == ["0", "1"]
     assert rows["step"] == ["4", "6"]
     assert "eval/accuracy" in rows and "data.source" not in rows  # same in both: not shown
-    png = a / f"compare_{b.name}.png"
+    png = root / "compare" / f"{a.name}_vs_{b.name}.png"  # not inside a run folder
     assert out[-1] == f"curves: {png}" and png.read_bytes()[:4] == b"\x89PNG"
+    assert not list(a.glob("compare*")) and not list(b.glob("compare*"))
 
 
 def test_compare_figure_has_labelled_axes_and_legends(two_runs):

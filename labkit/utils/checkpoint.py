@@ -157,6 +157,19 @@ def save_checkpoint(
     return path
 
 
+def _set_aside_advice(path: Path) -> str:
+    """How to go on from the checkpoint before a corrupt one: rename the corrupt file so that it
+    no longer counts as a step (``list_checkpoints`` skips it), then resume the run folder."""
+    earlier = [p for p in list_checkpoints(path.parent) if p.name < path.name]
+    if not earlier:
+        return "No earlier checkpoint is in that folder; start the run again."
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return (
+        f"To continue from the one before ({earlier[-1].name}), set the corrupt file aside and "
+        f"resume the run again: mv {path} {path}.corrupt && python -m labkit.train --resume {run}"
+    )
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint's payload with ``weights_only=True`` and check that it is one of ours.
 
@@ -180,14 +193,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ) from None
         raise CheckpointError(
             f"Checkpoint '{path}' is truncated or corrupt ({path.stat().st_size} bytes). It "
-            f"cannot be loaded; resume from an earlier checkpoint in {path.parent} instead."
+            f"cannot be loaded. {_set_aside_advice(path)}"
         ) from None
     except Exception as err:  # any failure to parse an existing file: it is corrupt
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"Checkpoint '{path}' is truncated or corrupt ({path.stat().st_size} bytes; torch said: "
-            f"{first_line[:200]}). It cannot be loaded; resume from an earlier checkpoint in "
-            f"{path.parent} instead."
+            f"{first_line[:200]}). It cannot be loaded. {_set_aside_advice(path)}"
         ) from None
     if not isinstance(payload, dict) or "model" not in payload or "format_version" not in payload:
         raise CheckpointError(

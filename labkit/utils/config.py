@@ -29,6 +29,41 @@ class _Loader(yaml.SafeLoader):
     dot is a float here too, in files and in ``key=value`` overrides alike.
     """
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """A mapping whose keys are unique: a second ``trainer:`` section would otherwise replace
+        the first whole, and its other keys would fall back to their defaults without a word."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key ([a, b]: 1): construct_mapping reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key '{key}' (first given at line {first}); give each key once",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+# A file of a few aliases can expand into gigabytes ("billion laughs"); no config needs that.
+MAX_EXPANDED_VALUES = 100_000
+
+
+def _expanded_size(value: Any, memo: dict[int, int]) -> int:
+    """How many values ``value`` holds once every alias is written out (shared parts counted
+    each time they are referenced, each computed once)."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    if id(value) not in memo:
+        memo[id(value)] = 0  # a self-reference counts as nothing more
+        items = value.values() if isinstance(value, dict) else value
+        memo[id(value)] = 1 + sum(_expanded_size(item, memo) for item in items)
+    return memo[id(value)]
+
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -41,7 +76,7 @@ def parse_yaml(text: str, source: str = "<override>") -> Any:
     """YAML text to Python values (safe: plain types only); a syntax error is a ``ConfigError``
     naming ``source`` and the line."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -50,6 +85,12 @@ def parse_yaml(text: str, source: str = "<override>") -> Any:
             f"{source} is not valid YAML ({where.strip() or 'somewhere'}: {problem}). Fix the "
             f"syntax there: each line is 'key: value', nested keys are indented by two spaces."
         ) from None
+    if _expanded_size(value, {}) > MAX_EXPANDED_VALUES:
+        raise ConfigError(
+            f"{source} expands into more than {MAX_EXPANDED_VALUES:,} values through YAML "
+            f"aliases (*name); write the values out instead of nesting aliases."
+        )
+    return value
 
 
 def available_configs() -> list[str]:
@@ -99,14 +140,20 @@ def merge_config(base: dict, top: dict, *, strict: bool = False, _prefix: str = 
     return merged
 
 
-def load_config(path_or_name: str | Path) -> dict:
+def load_config(path_or_name: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
     """Read a YAML config (``yaml.safe_load``) by file path or by name (``"p00_mnist"``).
 
     Raises:
-        ConfigError: the file does not exist (the message lists the available names) or does
-            not hold a mapping at its top level.
+        ConfigError: the file does not exist (the message lists the available names), does
+            not hold a mapping at its top level, repeats a key, or ``extends`` itself in a cycle.
     """
     path = _resolve_path(path_or_name)
+    if path.resolve() in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, path.resolve()))
+        raise ConfigError(
+            f"'extends' goes round in a cycle: {cycle}. A config may extend another only once "
+            f"along a chain; remove one of those 'extends' lines."
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -122,7 +169,11 @@ def load_config(path_or_name: str | Path) -> dict:
         )
     parent = cfg.pop("extends", None)
     if parent is not None:
-        cfg = merge_config(load_config(parent), cfg)
+        if not isinstance(parent, str):
+            raise ConfigError(
+                f"{path}: 'extends' must name one config (a name or a path), got {parent!r}."
+            )
+        cfg = merge_config(load_config(parent, (*_chain, path.resolve())), cfg)
     return cfg
 
 

@@ -31,8 +31,14 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun started for this run (1 without torchrun), known before the
+    process group is joined."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return launched_world_size() > 1
 
 
 def init_distributed(device: torch.device) -> torch.device:

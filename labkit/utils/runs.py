@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from labkit.utils.checkpoint import CheckpointError, open_checkpoint
+from labkit.utils.distributed import launched_world_size
 from labkit.utils.logging import json_safe
 
 RUNS_DIR = Path("runs")
@@ -84,6 +85,7 @@ def environment_info(device: torch.device, seed: int) -> dict[str, Any]:
         "device": str(device),
         "git_commit": git_commit(),
         "seed": seed,
+        "world_size": launched_world_size(),  # a resume must use as many processes
         "argv": sys.argv,
     }
     if device.type == "cuda":
@@ -161,6 +163,18 @@ def saved_config(path: str | Path) -> dict:
             f"run from its weights with --init-from instead."
         )
     return config
+
+
+def saved_world_size(run_dir: Path) -> int:
+    """The number of processes the run in ``run_dir`` was last trained with (its newest
+    ``env*.json``; 1 when it does not say)."""
+    envs = sorted(Path(run_dir).glob("env*.json"), key=lambda p: p.stat().st_mtime_ns)
+    try:
+        info = json.loads(envs[-1].read_text()) if envs else {}
+    except (OSError, ValueError):
+        info = {}
+    size = info.get("world_size", 1) if isinstance(info, dict) else 1
+    return size if isinstance(size, int) and size >= 1 else 1
 
 
 def write_status(run_dir: Path | None, status: str, **details: Any) -> None:

@@ -46,7 +46,17 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Device = Annotated[str, AfterValidator(_device)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]+$", min_length=1)]  # safe in a folder name
+# Safe as one folder name: no "/" and not "." or ".." (which would leave --runs-dir), and short
+# enough that <time>_<name>_s<seed> stays far below the file system's 255-byte limit.
+Name = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_.+-]*[A-Za-z0-9_+-][A-Za-z0-9_.+-]*$", min_length=1, max_length=100
+    ),
+]
+# A seed every consumer takes: numpy wants < 2**32, and the loaders' per-epoch seed
+# (seed * 1_000_003 + epoch) must stay inside int64.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class Section(BaseModel):
@@ -85,7 +95,7 @@ class RunConfig(Section):
     phase: str
     experiment: Name
     name: Name = "run"
-    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    seed: Seed = 0
     device: Device = "auto"
     deterministic: bool = False
 
@@ -117,6 +127,9 @@ def check_config(cfg: dict, schema: type[BaseModel]) -> dict:
         ) from None
 
 
+MAX_QUOTED = 80  # characters of a bad value that an error message shows
+
+
 def _describe(item: dict, schema: type[BaseModel]) -> str:
     key = ".".join(str(part) for part in item["loc"])
     value = item.get("input")
@@ -133,6 +146,8 @@ def _describe(item: dict, schema: type[BaseModel]) -> str:
         return message
     message = message[0].lower() + message[1:] if message else message
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    if len(shown) > MAX_QUOTED:  # a message quotes a value, never pages of it
+        shown = shown[:MAX_QUOTED] + "..."
     return f"'{key}' is {shown}: {message}"
 
 
