@@ -206,8 +206,10 @@ class LiveRun:
         self.run_dir: Path | None = None
         self.fresh = False  # this call made the folder (so it may remove it if nothing is in it)
         self.writer = True  # under torchrun only rank 0 writes the run folder
+        self.runs_dir: str | None = None
 
     def start(self, args: argparse.Namespace, overrides: list[str]) -> int:
+        self.runs_dir = args.runs_dir
         try:
             # 1. Everything that can fail on bad input is checked before anything is written.
             point = None
@@ -295,7 +297,7 @@ class LiveRun:
 
     def failed(self, err: BaseException, agree: bool = False) -> int:
         """Report ``err`` in one paragraph, leave the run folder truthful, return exit code 2."""
-        message = describe(err, self.run_dir)
+        message = describe(err, self.run_dir, self.runs_dir)
         print(f"error: {message}", file=sys.stderr)
         if self.fresh and self.run_dir is not None and not self.resumable():
             shutil.rmtree(self.run_dir, ignore_errors=True)  # a run that never saved leaves nothing
@@ -307,18 +309,26 @@ class LiveRun:
         return 2
 
 
-def describe(err: BaseException, run_dir: Path | None) -> str:
-    """One paragraph: what went wrong and what to do (file-system errors get the last good file)."""
+def describe(err: BaseException, run_dir: Path | None, runs_dir: str | None = None) -> str:
+    """One paragraph: what went wrong and what to do (file-system errors get the last good file
+    and the folder to check: --runs-dir only when the failing path lies inside it)."""
     if not isinstance(err, OSError):
         return str(err)
     what = err.strerror or str(err)
     where = f" '{err.filename}'" if err.filename else ""
     saved = list_checkpoints(run_dir / "checkpoints") if run_dir is not None else []
     last = f" The last good checkpoint is {saved[-1]}." if saved else " No checkpoint was written."
-    return (
-        f"Could not write{where}: {what}. Check that --runs-dir is a writable folder with free "
-        f"space (df -h; ls -ld).{last}"
-    )
+    inside = [Path(p).resolve() for p in (run_dir, runs_dir) if p is not None]
+    target = Path(err.filename).resolve() if err.filename else None
+    if target is None or any(target.is_relative_to(p) for p in inside):
+        advice = "Check that --runs-dir is a writable folder with free space (df -h; ls -ld)."
+    else:  # a path from a config value (a data root, a cache folder), not the run folder
+        advice = (
+            f"That path is outside --runs-dir, so it comes from a config value (a data root or "
+            f"a cache folder such as eval.judge_dir): point that key at a writable folder "
+            f"(ls -ld {target.parent})."
+        )
+    return f"Could not write{where}: {what}. {advice}{last}"
 
 
 if __name__ == "__main__":

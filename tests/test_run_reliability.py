@@ -212,3 +212,14 @@ def test_doctor_fails_for_a_runs_folder_it_cannot_write(tmp_path):
 def test_the_saved_config_is_what_ran(finished_run):
     cfg = yaml.safe_load((finished_run / "config.yaml").read_text())
     assert cfg["trainer"]["max_steps"] == 6 and cfg["optim"]["scheduler"] == "none"
+
+
+def test_a_write_error_outside_the_runs_folder_does_not_blame_runs_dir(tmp_path):
+    from labkit.train import describe
+
+    runs = tmp_path / "runs"
+    judge = tmp_path / "cache" / "judge.pt"
+    outside = describe(PermissionError(13, "Permission denied", str(judge)), None, str(runs))
+    assert "--runs-dir is a writable" not in outside and "eval.judge_dir" in outside
+    inside = describe(OSError(28, "No space left", str(runs / "x" / "m.jsonl")), None, str(runs))
+    assert "--runs-dir is a writable" in inside
