@@ -4,9 +4,9 @@
                                           [--samplers ddpm ddim:50 ddim:20 ddim:10 ddim:50:1.0]
 
 For each sampler, the checkpoint's EMA weights draw ``--samples`` digits from the same seed
-(classes 0-9 in turn, the run's guidance scale) and the P00 judge scores them as the run's own
-evaluation does (``labkit.diffusion.task.evaluate_checkpoint``): confident share, class entropy,
-digits present, Fréchet distance to held-out digits, and the sampling time. The issue's target:
+(classes 0-9 in turn, the run's guidance scale) and the P00 judge scores them as the run's
+own evaluation does (``labkit.diffusion.trained.evaluate_checkpoint``): confident share, class
+entropy, digits present, Fréchet distance to held-out digits, and the sampling time. The target:
 DDIM with 50 steps within 5 points of DDPM's confident share, at 1/20 of its time. Results are
 printed as a table and saved as JSON next to the checkpoint (``samplers.json``); ``ddim:S:E``
 is DDIM with S steps and η = E (η = 1: as much fresh noise per step as DDPM).
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from labkit.diffusion.task import evaluate_checkpoint
+from labkit.diffusion.trained import evaluate_checkpoint
 from labkit.utils.checkpoint import open_checkpoint
 
 

