@@ -27,8 +27,9 @@
 # | target photos from `skimage.data` (centre square, area-averaged) | `labkit.splatting.images` |
 # | PSNR, SSIM | `labkit.splatting.metrics` |
 # | clone / split / prune with Adam-state surgery | `labkit.splatting.densify` |
-# | the fits: `fit_2d`, `fit_3d`, the loss (1 - λ) L1 + λ (1 - SSIM) | `labkit.splatting.fit` |
-# | the lab run (`python -m labkit.train p50_splat2d`): config, checkpoints, TensorBoard, done checks | `labkit.splatting.config`, `labkit.splatting.task` |
+# | one step of a fit (render, the loss (1 - λ) L1 + λ (1 - SSIM), Adam, densify): `ImageFit`, `SceneFit` | `labkit.splatting.fit` |
+# | the loop around it: `fit_2d`, `fit_3d` in memory, the same `run_fit` for the lab run | `labkit.splatting.loop` |
+# | the lab run (`python -m labkit.train p50_splat2d`): config, checkpoints, task, done checks | `labkit.splatting.config`, `labkit.splatting.checkpoints`, `labkit.splatting.task`, `labkit.splatting.done` |
 #
 # **Objective.** Write Σ = R S Sᵀ Rᵀ and say why the covariance is not learned directly; derive
 # the EWA projection of a 3D Gaussian and its Jacobian; composite a few splats at a pixel by hand
@@ -95,7 +96,7 @@ from labkit.splatting.cameras import (
     world_to_camera,
 )
 from labkit.splatting.densify import DensifyConfig, densify_and_prune
-from labkit.splatting.fit import LR_3D, evaluate_3d, fit_2d, fit_3d, image_loss
+from labkit.splatting.fit import LR_3D, evaluate_3d, image_loss
 from labkit.splatting.gaussians import (
     Gaussians2D,
     covariance_from_scale_rotation,
@@ -107,6 +108,7 @@ from labkit.splatting.gaussians import (
     sh_to_rgb,
 )
 from labkit.splatting.images import load_image
+from labkit.splatting.loop import fit_2d, fit_3d
 from labkit.splatting.metrics import psnr, ssim
 from labkit.splatting.rasterise import (
     Splats,

@@ -8,8 +8,8 @@ from labkit.splatting.densify import (
     densify_and_prune,
     replace_in_adam,
 )
-from labkit.splatting.fit import fit_2d, fit_3d
 from labkit.splatting.gaussians import gaussians_2d_from_image
+from labkit.splatting.loop import fit_2d, fit_3d
 from labkit.splatting.rasterise import render_gaussians_2d
 from labkit.splatting.scene import make_scene_data
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit.splatting import task
+from labkit.splatting import done, task
+from labkit.splatting.checkpoints import read_fit_checkpoint, save_fit_checkpoint
 from labkit.splatting.fit import ImageFit
+from labkit.splatting.loop import IMAGE_TAG, run_fit
 from labkit.train import main
 from labkit.trainers.guards import TrainingDiverged
 from labkit.utils.checkpoint import list_checkpoints, read_checkpoint
@@ -121,7 +123,7 @@ def test_a_run_writes_config_metrics_checkpoints_and_tensorboard(cli_run):
 
     events = EventAccumulator(str(cli_run / "tb"))
     events.Reload()
-    assert task.IMAGE_TAG in events.Tags()["images"] and "eval/psnr" in events.Tags()["scalars"]
+    assert IMAGE_TAG in events.Tags()["images"] and "eval/psnr" in events.Tags()["scalars"]
 
 
 def test_the_checkpoint_holds_the_whole_fit(cli_run):
@@ -140,9 +142,27 @@ def test_resume_may_grow_the_budget_only_without_a_schedule(cli_run, capsys):
 
 @pytest.mark.parametrize("name", ["p50_splat2d", "p50_splat3d"])
 def test_stopped_and_resumed_equals_straight(tmp_path, name):
-    overrides = task.TINY_2D if "2d" in name else task.TINY_3D
-    same = task.resume_matches(tiny(name, *overrides), 15, tmp_path)
+    overrides = done.TINY_2D if "2d" in name else done.TINY_3D
+    same = done.resume_matches(tiny(name, *overrides), 15, tmp_path)
     assert all(same.values()), same
+
+
+def test_the_lab_run_and_the_in_memory_loop_fit_the_same_gaussians():
+    # One loop (run_fit) serves fit_2d / fit_3d and task.run; logging, evaluation and
+    # checkpoint plumbing draw nothing from the fit's generator, so the fit is the same.
+    cfg = task.check(tiny("p50_splat2d", *done.TINY_2D))
+    lab = task.run(cfg, None, progress=False)
+    memory = run_fit(task.build(cfg), eval_every=0)
+    assert lab.details["losses"] == memory.loss and len(memory.loss) == 40
+    assert torch.equal(lab.setup.gaussians.means, memory.gaussians.means)
+    assert lab.details["eval_history"][-1] == memory.eval_history[-1]
+    assert memory.eval_steps == [40] and lab.details["eval_history"][0]["step"] == 0
+
+
+def test_resume_point_reads_the_newest_checkpoint(cli_run):
+    point = task.resume_point(cli_run)
+    assert point.run_dir == cli_run and point.step == 12
+    assert point.config["kind"] == "image2d" and point.resume_from.path.name == "step_00000012.pt"
 
 
 def test_sigterm_stops_after_the_step_with_a_checkpoint(tmp_path, monkeypatch):
@@ -193,7 +213,7 @@ def test_non_finite_gaussians_are_never_saved(tmp_path):
     with torch.no_grad():
         fit.gaussians.colors[0, 0] = float("inf")
     with pytest.raises(TrainingDiverged, match="colors holds NaN or Inf"):
-        task.save_fit_checkpoint(tmp_path / "step.pt", fit, cfg, {})
+        save_fit_checkpoint(tmp_path / "step.pt", fit, cfg, {})
     assert not list(tmp_path.iterdir())
 
 
@@ -209,7 +229,7 @@ def test_init_from_starts_a_new_fit_from_the_gaussians(cli_run, tmp_path):
 
 def test_a_checkpoint_of_the_other_kind_is_refused(cli_run):
     with pytest.raises(Exception, match="holds a image2d fit, not scene3d"):
-        task.read_fit_checkpoint(cli_run, "scene3d")
+        read_fit_checkpoint(cli_run, "scene3d")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,11 @@ from labkit.utils.schema import (
 # skimage.data images that ship with scikit-image (no download); grey ones are repeated to RGB.
 IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry")
 CONFIG_OF_KIND = {"image2d": "p50_splat2d", "scene3d": "p50_splat3d"}
+# What a diverged fit's error says to change (labkit.trainers.guards adds the step and the tensor).
+DIVERGED_ADVICE = (
+    "Lower the learning rate (optim.lr, a multiplier on the per-parameter rates) or turn "
+    "densification off (densify.enabled=false)"
+)
 
 
 def _cpu_only(value: str) -> str:

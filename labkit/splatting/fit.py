@@ -6,10 +6,10 @@ prune. The positional learning rate decays exponentially, as in 3DGS: large move
 placement late. ``ImageFit`` and ``SceneFit`` say what is rendered and compared; everything a fit
 changes as it runs (Gaussians, Adam moments, densification statistics, generator, step, the 3D
 view order) is in the fit object and in its ``state_dict``, so a fit stopped after any step
-continues bitwise identically. ``fit_2d`` / ``fit_3d`` run one to the end in memory; the phase's
-task (``labkit.splatting.task``) drives the same ``train_step`` with logging and checkpoints.
+continues bitwise identically. One loop drives ``train_step`` (``labkit.splatting.loop``): in
+memory for the notebook's ``fit_2d`` / ``fit_3d``, with logging and checkpoints for the task.
 
-Loss (3DGS eq. 7): ``L = (1 - λ) L1 + λ (1 - SSIM)`` with λ = ``ssim_weight``; ``fit_2d`` uses
+Loss (3DGS eq. 7): ``L = (1 - λ) L1 + λ (1 - SSIM)`` with λ = ``ssim_weight``; the 2D fit uses
 MSE by default instead of L1 (GaussianImage trains with L2, and PSNR is a function of MSE).
 
 Fits are deterministic for a given generator seed: initialisation and split sampling draw from
@@ -21,16 +21,12 @@ Explained in notebooks/50_gaussian_splatting_tiny.py.
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from labkit.splatting.densify import DensifyConfig, GradientStats, densify_and_prune
 from labkit.splatting.gaussians import (
@@ -46,15 +42,11 @@ from labkit.splatting.rasterise import render_gaussians_2d, render_gaussians_3d
 from labkit.splatting.scene import SceneData
 
 __all__ = [
-    "FitResult",
     "LR_2D",
     "LR_3D",
     "Fit",
     "ImageFit",
     "SceneFit",
-    "fit_2d",
-    "fit_3d",
-    "run_fit",
     "evaluate_3d",
     "image_loss",
     "scene_extent",
@@ -75,27 +67,6 @@ LR_3D = {
     "sh_dc": 2.5e-3,
     "sh_rest": 2.5e-3 / 20,
 }
-
-
-@dataclass
-class FitResult:
-    """What a fit returns. ``eval_steps[k]`` is the step at which ``psnr[k]``, ``ssim[k]`` and
-    ``num_gaussians[k]`` were measured, after that step's update (for ``fit_3d``: means over the
-    held-out views); ``loss`` has one entry per step; ``renders`` maps chosen steps to
-    ``[H, W, 3]`` images (the first held-out view for ``fit_3d``); ``seconds`` is the wall time
-    of the loop and ``cpu_seconds`` its process CPU time (on a shared machine the fairer
-    measure); ``fit`` is the fit object itself (its state continues the fit)."""
-
-    gaussians: Gaussians2D | Gaussians3D
-    eval_steps: list[int] = field(default_factory=list)
-    psnr: list[float] = field(default_factory=list)
-    ssim: list[float] = field(default_factory=list)
-    num_gaussians: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    renders: dict[int, Tensor] = field(default_factory=dict)
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-    fit: Fit | None = None
 
 
 def image_loss(
@@ -240,7 +211,8 @@ class Fit(ABC):
 
 
 class ImageFit(Fit):
-    """Fit 2D Gaussians to one image (GaussianImage, Zhang et al. 2024); see :func:`fit_2d`."""
+    """Fit 2D Gaussians to one image (GaussianImage, Zhang et al. 2024); see
+    ``labkit.splatting.loop.fit_2d`` for the arguments."""
 
     def __init__(
         self,
@@ -300,76 +272,6 @@ class ImageFit(Fit):
         return self.image
 
 
-def fit_2d(
-    image: Tensor,
-    num_gaussians: int = 2000,
-    steps: int = 1000,
-    *,
-    lr: dict[str, float] | None = None,
-    means_lr_final_ratio: float = 0.05,
-    densify: DensifyConfig | None = None,
-    mode: str = "sum",
-    loss: str = "l2",
-    ssim_weight: float = 0.0,
-    init: str = "image",
-    eval_every: int = 100,
-    render_steps: Sequence[int] = (),
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    tile: int = 8,
-) -> FitResult:
-    """Fit ``num_gaussians`` 2D Gaussians to one image (GaussianImage, Zhang et al. 2024).
-
-    Args:
-        image: ``[H, W, 3]`` target in ``[0, 1]``.
-        num_gaussians: starting N (densification may grow it up to ``densify.max_gaussians``).
-        steps: Adam steps; one full-image render each.
-        lr: per-parameter learning rates, defaults ``LR_2D`` (means in pixels per step).
-        means_lr_final_ratio: the means' rate decays to this fraction of its start.
-        densify: clone/split/prune settings, None = fixed N. Thresholds are in pixels: the
-            gradient of the loss w.r.t. the mean in pixels, and the scale σ in pixels.
-        mode: ``"sum"`` (GaussianImage's order-free sum) or ``"alpha"`` (compositing in index order).
-        loss, ssim_weight: see ``image_loss``.
-        init: ``"image"`` (at random pixels, with their colours) or ``"random"`` (random colours).
-        eval_every: measure PSNR/SSIM every this many steps (and at the last step).
-        render_steps: steps at which to keep a copy of the render (0 = the initialisation).
-        generator: seeds initialisation and split sampling; None = ``manual_seed(0)``.
-
-    Returns:
-        ``FitResult`` with the fitted (detached) ``Gaussians2D``.
-    """
-    fit = ImageFit(
-        image, num_gaussians, steps, lr=lr, means_lr_final_ratio=means_lr_final_ratio,
-        densify=densify, mode=mode, loss=loss, ssim_weight=ssim_weight, init=init,
-        generator=generator, tile=tile,
-    )  # fmt: skip
-    return run_fit(fit, eval_every, render_steps, progress)
-
-
-def run_fit(
-    fit: Fit, eval_every: int, render_steps: Sequence[int] = (), progress: bool = False
-) -> FitResult:
-    """Run ``fit`` from its current step to ``fit.steps`` in memory, measuring as it goes."""
-    result = FitResult(fit.gaussians, fit=fit)
-    if fit.step == 0 and 0 in render_steps:
-        result.renders[0] = fit.preview()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for step in tqdm(range(fit.step + 1, fit.steps + 1), disable=not progress, leave=False):
-        result.loss.append(fit.train_step())
-        if step % eval_every == 0 or step == fit.steps:
-            scores = fit.evaluate()
-            result.eval_steps.append(step)
-            result.psnr.append(scores["psnr"])
-            result.ssim.append(scores["ssim"])
-            result.num_gaussians.append(int(scores["num_gaussians"]))
-        if step in render_steps:
-            result.renders[step] = fit.preview()
-    result.seconds = time.perf_counter() - start
-    result.cpu_seconds = time.process_time() - cpu_start
-    result.gaussians = fit.gaussians.detach()
-    return result
-
-
 # ---------------------------------------------------------------- 3D: a scene from posed images
 
 
@@ -392,7 +294,8 @@ def scene_extent(points: Tensor) -> float:
 
 
 class SceneFit(Fit):
-    """Fit 3D Gaussians to posed images (3DGS, Kerbl et al. 2023); see :func:`fit_3d`.
+    """Fit 3D Gaussians to posed images (3DGS, Kerbl et al. 2023); see
+    ``labkit.splatting.loop.fit_3d`` for the arguments.
 
     Each step renders one training view; an epoch visits every view once in a random order,
     ``order`` holds the views left in the current epoch (part of the state).
@@ -458,48 +361,3 @@ class SceneFit(Fit):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.order = list(state["order"])
-
-
-def fit_3d(
-    data: SceneData,
-    steps: int = 3000,
-    *,
-    sh_degree: int = 0,
-    lr: dict[str, float] | None = None,
-    means_lr_final_ratio: float = 0.01,
-    densify: DensifyConfig | None = None,
-    loss: str = "l1",
-    ssim_weight: float = 0.2,
-    init: str = "points",
-    eval_every: int = 500,
-    render_steps: Sequence[int] = (),
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    tile: int = 8,
-) -> FitResult:
-    """Fit 3D Gaussians to posed images, starting from the sparse points (3DGS, Kerbl et al. 2023).
-
-    Args:
-        data: training cameras/images, held-out cameras/images, points and background.
-        steps: Adam steps; each renders one training view, in a shuffled order per epoch.
-        sh_degree: 0 (one colour per Gaussian) or 1 (colour varies linearly with view direction).
-        lr: per-parameter rates, defaults ``LR_3D``; the means' rate is multiplied by the scene
-            extent (the points' largest distance from their centroid).
-        densify: clone/split/prune settings, None = fixed set. ``grad_threshold`` is on the mean
-            gradient w.r.t. the projected means in pixels; ``scale_threshold`` in world units.
-        loss, ssim_weight: kind and λ of ``image_loss`` (3DGS: L1 and 0.2).
-        init: ``"points"`` (one Gaussian per sparse point, 3DGS) or ``"random"`` (as many,
-            uniform in the points' bounding cube, random colours).
-        eval_every: measure mean PSNR/SSIM over the held-out views every this many steps.
-        render_steps: steps at which to keep the render of the first held-out view.
-        generator: seeds the view order and split sampling; None = ``manual_seed(0)``.
-
-    Returns:
-        ``FitResult`` with the fitted (detached) ``Gaussians3D``; ``psnr``/``ssim`` are held-out.
-    """
-    fit = SceneFit(
-        data, steps, sh_degree=sh_degree, lr=lr, means_lr_final_ratio=means_lr_final_ratio,
-        densify=densify, loss=loss, ssim_weight=ssim_weight, init=init, generator=generator,
-        tile=tile,
-    )  # fmt: skip
-    return run_fit(fit, eval_every, render_steps, progress)
