@@ -223,3 +223,12 @@ def test_a_write_error_outside_the_runs_folder_does_not_blame_runs_dir(tmp_path)
     assert "--runs-dir is a writable" not in outside and "eval.judge_dir" in outside
     inside = describe(OSError(28, "No space left", str(runs / "x" / "m.jsonl")), None, str(runs))
     assert "--runs-dir is a writable" in inside
+
+
+def test_resuming_a_finished_run_logs_no_row_twice(tmp_path):
+    assert train(tmp_path, *P00, "trainer.eval_every=3") == 0
+    (run_dir,) = tmp_path.glob("*/*")
+    rows_before = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert train(tmp_path, "--resume", str(run_dir)) == 0
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert rows == rows_before

@@ -314,7 +314,7 @@ def train(
         model.train()
         check_finite_metrics(step, scores)
         result.eval_history.append({"step": step, **scores})
-        if is_main:
+        if is_main and step > first_step:  # a resumed finished run: its row is logged already
             metrics.log(step, scores)
             log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
@@ -397,7 +397,8 @@ def train(
             evaluated = result.eval_history and result.eval_history[-1]["step"] == step
             if eval_fn is not None and not evaluated:
                 evaluate()
-            checkpoint()  # eval before checkpoint, as inside the loop: resume sees the same RNG
+            if step > first_step:  # a resumed finished run has its last checkpoint already
+                checkpoint()  # eval before checkpoint, as inside the loop: resume sees the same RNG
     except KeyboardInterrupt:  # after the loop (the CLI's handler is back): keep the weights
         checkpoint()
         raise
