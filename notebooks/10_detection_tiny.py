@@ -54,9 +54,10 @@
 # | focal loss, GIoU loss, the detector's loss | `labkit.detection.losses` |
 # | the model | `labkit.detection.model.TinyDetector` |
 # | VOC mAP, precision-recall curves | `labkit.detection.metrics` |
-# | data (offline shapes, PASCAL VOC) | `labkit.detection.dataset` |
+# | data (offline shapes, PASCAL VOC; `build_datasets` from a config) | `labkit.detection.dataset` |
 # | drawing boxes | `labkit.detection.visualize` |
-# | build, train, evaluate | `labkit.detection.task` |
+# | build (datasets, model, optimizer, loss), train, evaluate | `labkit.detection.task` |
+# | the "done when" checks | `labkit.detection.done` |
 #
 # Rerun with other parameters: `make rerun NB=10_detection_tiny PARAMS="-p train_steps 800"`.
 

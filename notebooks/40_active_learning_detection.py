@@ -50,9 +50,12 @@
 # | MC dropout on P10's detector, matching boxes across passes | `labkit.active.mc_dropout` |
 # | one inference over the pool (detections, top cell, features) | `labkit.active.inference` |
 # | random, entropy, margin, MC dropout, diversity-aware top-K | `labkit.active.selectors` |
+# | who labels: the ground truth, or a person (`to_label.json` / `labels.json`) | `labkit.active.labelling` |
 # | the loop: train → evaluate → infer → select → label, resumable | `labkit.active.loop` |
 # | curves, AUC, labels saved, the gap test | `labkit.active.curves` |
-# | the whole comparison, "done when" checks | `labkit.active.task` |
+# | the whole comparison (build the pool and held-out set, run, resume) | `labkit.active.task` |
+# | the comparison's files (curves.json, curves.png), read back | `labkit.active.report` |
+# | the "done when" checks | `labkit.active.done` |
 #
 # Rerun with other parameters: `make rerun NB=40_active_learning_detection PARAMS="-p demo_steps 300"`.
 
@@ -67,6 +70,7 @@ short_rounds = 2
 mc_passes = 4
 
 # %%
+import dataclasses
 import inspect
 import logging
 import os
@@ -82,11 +86,13 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 import labkit
 from labkit.active.curves import plot_curves
-from labkit.active.loop import SimulatedLabeller, initial_ids, round_seed, train_round
+from labkit.active.labelling import SimulatedLabeller
+from labkit.active.loop import initial_ids, round_seed, train_round
 from labkit.active.mc_dropout import MCDropoutDetector, cluster_disagreement, match_passes
 from labkit.active.pool import POOL_KINDS, SkewedShapesPool
+from labkit.active.report import load_comparison
 from labkit.active.selectors import ScoringContext, greedy_diverse_top_k, make_selector, top_k
-from labkit.active.task import build_pool, build_val_loader, load_comparison, run
+from labkit.active.task import build, build_pool, run
 from labkit.active.uncertainty import (
     detection_uncertainty,
     entropy,
@@ -186,7 +192,8 @@ plt.show()
 # what we want is a detector that finds every class, and mAP averages over the three classes.
 
 # %%
-pool = build_pool(cfg)
+setup = build(cfg, device)  # the pool and P10's held-out set, shared by every round below
+pool = setup.pool
 print(f"{len(pool)} frames: {composition(range(len(pool)), pool)}")
 print(inspect.getsource(SkewedShapesPool.__getitem__))
 first = {kind: next(i for i, k in enumerate(pool.source.kinds) if k == kind and i % 3 == 0) for kind in POOL_KINDS}
@@ -274,11 +281,9 @@ passed = check_exercise(
 demo_cfg = apply_overrides(cfg, [f"trainer.max_steps={demo_steps}", f"active.mc_passes={mc_passes}"])
 labeller = SimulatedLabeller(pool)
 start_ids = initial_ids(len(pool), active["initial_labelled"], seed)
-model, setup, _ = train_round(
-    demo_cfg, pool, start_ids, labeller.targets(start_ids), device, round_seed(seed, 0)
-)
-val_loader = build_val_loader(demo_cfg, device)
-scores0 = evaluate_detector(model, val_loader, device, setup.num_classes, setup.class_names, cfg["eval"])
+demo = dataclasses.replace(setup, cfg=demo_cfg)  # the same pool and held-out set, fewer steps
+model, _ = train_round(demo, start_ids, labeller.targets(start_ids), round_seed(seed, 0))
+scores0 = evaluate_detector(model, setup.heldout, device, setup.num_classes, setup.class_names, cfg["eval"])
 print(f"trained on {len(start_ids)} frames ({composition(start_ids, pool)}): "
       f"held-out mAP@0.5 {scores0['map50']:.3f}")  # fmt: skip
 unlabelled = [i for i in range(len(pool)) if i not in set(start_ids)]
@@ -451,7 +456,8 @@ print(f"random:                         {composition(picks['random'], pool)}")
 cold_unlabelled = [i for i in range(len(pool)) if i not in set(tiny_ids)]
 for cold_steps in (1, 10) if not smoke else (1,):
     cold_cfg = apply_overrides(demo_cfg, [f"trainer.max_steps={cold_steps}"])
-    cold_model, _, _ = train_round(cold_cfg, pool, tiny_ids, labeller.targets(tiny_ids), device, round_seed(seed, 0))
+    cold = dataclasses.replace(setup, cfg=cold_cfg)
+    cold_model, _ = train_round(cold, tiny_ids, labeller.targets(tiny_ids), round_seed(seed, 0))
     cold_context = ScoringContext(cold_model, pool, device, {"score_thresh": active["score_thresh"], "batch_size": 100})
     cold_pick = make_selector("entropy").select(cold_context, cold_unlabelled, K, None)
     print(f"entropy, 4 frames, {cold_steps:2d} step(s): {composition(cold_pick, pool)}")

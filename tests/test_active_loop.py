@@ -1,6 +1,7 @@
 """P40 loop and task: the labelled set grows by K a round, resume equals a straight run, manual
 labelling, the curve arithmetic and the gap test. Tiny settings: seconds on one CPU thread."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -9,15 +10,11 @@ import pytest
 import torch
 
 from labkit.active.curves import gap_test, labels_to_reach, summarise, trapezoid_auc
-from labkit.active.loop import (
-    LabelsPending,
-    LoopState,
-    ManualLabeller,
-    initial_ids,
-    run_loop,
-)
+from labkit.active.labelling import LabelsPending, ManualLabeller
+from labkit.active.loop import LoopState, initial_ids, run_loop
+from labkit.active.report import load_comparison
 from labkit.active.selectors import check_selection, make_selector
-from labkit.active.task import build_pool, build_val_loader, check, load_comparison, run
+from labkit.active.task import build, check, run
 from labkit.train import main as train_main
 from labkit.utils.config import ConfigError, apply_overrides, load_config
 
@@ -43,18 +40,18 @@ def tiny_cfg(*overrides):
 
 
 @pytest.fixture(scope="module")
-def data():
-    cfg = tiny_cfg()
-    return build_pool(cfg), build_val_loader(cfg, CPU)
+def setup():
+    return build(check(tiny_cfg()), CPU)
 
 
-def test_two_rounds_grow_the_labelled_set_by_k(data, tmp_path):
-    cfg = tiny_cfg()
-    pool, val = data
+def with_cfg(setup, *overrides):
+    """The same pool and held-out set under a config with ``overrides`` (P40's other keys)."""
+    return dataclasses.replace(setup, cfg=check(tiny_cfg(*overrides)))
+
+
+def test_two_rounds_grow_the_labelled_set_by_k(setup, tmp_path):
     cache = {}
-    state = run_loop(
-        cfg, make_selector("entropy"), 0, pool, val, CPU, folder=tmp_path, round_cache=cache
-    )
+    state = run_loop(setup, make_selector("entropy"), 0, folder=tmp_path, round_cache=cache).state
     start = initial_ids(24, 4, 0)
     assert [h["labelled"] for h in state.history] == [4, 7, 10]  # R + 1 = 3 trained rounds
     labelled = list(start)
@@ -74,10 +71,10 @@ def test_two_rounds_grow_the_labelled_set_by_k(data, tmp_path):
     assert rounds[0]["chosen"] == state.history[0]["chosen"]
     assert LoopState.load(tmp_path / "state.json") == state
     with pytest.raises(ConfigError, match="resume=True"):
-        run_loop(cfg, make_selector("entropy"), 0, pool, val, CPU, folder=tmp_path)
+        run_loop(setup, make_selector("entropy"), 0, folder=tmp_path)
     # Under max aggregation, least confidence ranks frames as entropy does: the same labelled
     # sets, so every round comes from the shared cache (3 trainings in it, none added).
-    twin = run_loop(cfg, make_selector("least_confidence"), 0, pool, val, CPU, round_cache=cache)
+    twin = run_loop(setup, make_selector("least_confidence"), 0, round_cache=cache).state
     assert len(cache) == 3 and twin.labelled == state.labelled
     for a, b in zip(twin.history, state.history, strict=True):
         assert a.get("chosen") == b.get("chosen") and a["eval/map50"] == b["eval/map50"]
@@ -105,11 +102,11 @@ def test_resume_between_rounds_equals_a_straight_run(tmp_path):
         run(cfg, tmp_path / "split", CPU, progress=False)
 
 
-def test_manual_labelling_asks_for_ids_and_reads_labels_back(data, tmp_path):
-    cfg = tiny_cfg("active.rounds=1", "active.labelling=manual")
-    pool, val = data
+def test_manual_labelling_asks_for_ids_and_reads_labels_back(setup, tmp_path):
+    manual = with_cfg(setup, "active.rounds=1", "active.labelling=manual")
+    pool = manual.pool
     with pytest.raises(LabelsPending, match="to_label.json"):
-        run_loop(cfg, make_selector("random"), 0, pool, val, CPU, folder=tmp_path)
+        run_loop(manual, make_selector("random"), 0, folder=tmp_path)
     asked = json.loads((tmp_path / "to_label.json").read_text())["ids"]
     assert asked == initial_ids(24, 4, 0)
 
@@ -126,12 +123,12 @@ def test_manual_labelling_asks_for_ids_and_reads_labels_back(data, tmp_path):
 
     answer(asked)
     with pytest.raises(LabelsPending):  # round 0 trained; round 1 needs the 3 chosen frames
-        run_loop(cfg, make_selector("random"), 0, pool, val, CPU, folder=tmp_path, resume=True)
+        run_loop(manual, make_selector("random"), 0, folder=tmp_path, resume=True)
     state = LoopState.load(tmp_path / "state.json")
     assert state.rounds_done == 1
     assert json.loads((tmp_path / "to_label.json").read_text())["ids"] == state.history[0]["chosen"]
     answer(state.history[0]["chosen"])
-    done = run_loop(cfg, make_selector("random"), 0, pool, val, CPU, folder=tmp_path, resume=True)
+    done = run_loop(manual, make_selector("random"), 0, folder=tmp_path, resume=True).state
     assert done.rounds_done == 2 and len(done.labelled) == 7
 
 
@@ -195,10 +192,9 @@ def test_cli_runs_and_resumes_the_comparison(tmp_path, capsys):
     assert resumed["step"] == 2 and resumed["auc/entropy"] == summary["auc/entropy"]
 
 
-def test_warm_start_continues_from_the_last_round(data, tmp_path):
-    cfg = tiny_cfg("active.rounds=1", "active.warm_start=true")
-    pool, val = data
-    run_loop(cfg, make_selector("random"), 0, pool, val, CPU, folder=tmp_path)
+def test_warm_start_continues_from_the_last_round(setup, tmp_path):
+    warm = with_cfg(setup, "active.rounds=1", "active.warm_start=true")
+    run_loop(warm, make_selector("random"), 0, folder=tmp_path)
     assert (tmp_path / "model_round0.pt").is_file() and (tmp_path / "model_round1.pt").is_file()
     round0 = torch.load(tmp_path / "model_round0.pt", weights_only=True)
     round1 = torch.load(tmp_path / "model_round1.pt", weights_only=True)

@@ -2,7 +2,7 @@
 
     labelled L_0 (``initial_labelled`` frames drawn by the seed)
     for round r = 0 .. R:
-      1. train    the detector from scratch on L_r           (labkit.detection.task.build + trainer)
+      1. train    a fresh detector on L_r           (P10's build_model, build_optimization, loss)
       2. evaluate it on the held-out set: mAP@0.5, precision and recall at IoU 0.5
       3. infer    on the unlabelled pool U_r = pool - L_r     (labkit.detection.evaluate.predict)
       4. select   K frames of U_r                             (labkit.active.selectors)
@@ -27,10 +27,13 @@ generally, a round whose (seed, round, labelled set) another selector already tr
 the history of every round) atomically into its folder; a loop started on a folder holding one
 continues after the last finished round. A round interrupted mid-training is redone: training
 is a function of (seed, round, L_r), so the result is the same as a run that never stopped.
+A signal during training stops the trainer, and the loop returns with the signal's name in
+``LoopResult.stopped_by``; a ``KeyboardInterrupt`` anywhere else propagates, leaving every
+finished round's ``state.json`` as it was.
 
-**Labelling**: :class:`SimulatedLabeller` reveals the pool's ground truth; with
-:class:`ManualLabeller` the loop writes the ids it needs into ``to_label.json`` and stops
-(:class:`LabelsPending`) until ``labels.json`` holds their boxes; rerun with resume to go on.
+**Labelling** (``labkit.active.labelling``): the pool's ground truth by default; with
+``active.labelling: manual`` the loop writes the ids it needs into ``to_label.json`` and stops
+(``LabelsPending``) until ``labels.json`` holds their boxes; rerun with resume to go on.
 """
 
 from __future__ import annotations
@@ -48,29 +51,51 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from labkit.active.labelling import ManualLabeller, SimulatedLabeller, TargetsOf
 from labkit.active.mc_dropout import MCDropoutDetector
 from labkit.active.pool import LabelledSet
 from labkit.active.selectors import ScoringContext, Selector, check_selection
-from labkit.data.common import DataError, make_loader
+from labkit.data.common import make_loader
 from labkit.detection.dataset import RandomHorizontalFlip, detection_collate
 from labkit.detection.evaluate import evaluate_detector
-from labkit.detection.task import BackboneStage, build
-from labkit.trainers.supervised_trainer import train, trainer_options
+from labkit.detection.task import BackboneStage, DetectionLoss, build_model, build_optimization
+from labkit.trainers.supervised_trainer import TrainResult, train, trainer_options
+from labkit.utils.checkpoint import CheckpointError
 from labkit.utils.config import ConfigError
 from labkit.utils.logging import MetricsLogger
 from labkit.utils.seed import set_seed
 
 __all__ = [
+    "ActiveSetup",
     "LoopState",
-    "LabelsPending",
-    "SimulatedLabeller",
-    "ManualLabeller",
-    "LoopInterrupted",
+    "LoopResult",
     "initial_ids",
     "round_seed",
+    "loop_folder",
+    "saved_loops",
     "train_round",
+    "evaluate_round",
     "run_loop",
 ]
+
+
+@dataclass
+class ActiveSetup:
+    """What every loop of one comparison shares, built once (``labkit.active.task.build``).
+
+    ``pool``: the unlabelled frames (in memory); ``heldout``: P10's validation set (in memory),
+    the loader every round is evaluated on; ``class_names``: P10's classes.
+    """
+
+    cfg: dict  # the checked P40 config
+    pool: Dataset
+    heldout: DataLoader
+    class_names: tuple[str, ...]
+    device: torch.device
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
 
 def initial_ids(pool_size: int, n: int, seed: int) -> list[int]:
@@ -84,69 +109,6 @@ def initial_ids(pool_size: int, n: int, seed: int) -> list[int]:
 def round_seed(seed: int, round_index: int) -> int:
     """The training seed of round r: the same for every selector, different per seed and round."""
     return seed * 1_000 + round_index
-
-
-# ---------------------------------------------------------------------------------------------
-# Labelling
-
-
-class LabelsPending(DataError):
-    """A person has frames to label before the loop can go on; the message says where (a
-    ``DataError``: the CLI prints it and stops; resume once the labels are in)."""
-
-
-class SimulatedLabeller:
-    """Reveals the pool's ground truth (the experiment's default: a perfect, instant annotator)."""
-
-    def __init__(self, pool: Dataset):
-        self.pool = pool
-
-    def targets(self, ids: list[int]) -> dict[int, dict[str, Tensor]]:
-        return {i: self.pool[i][1] for i in ids}
-
-
-class ManualLabeller:
-    """Labels from a person: needed ids go out in ``to_label.json``, boxes come back in
-    ``labels.json`` = ``{"<id>": {"boxes": [[x1, y1, x2, y2], ...], "labels": [class, ...]}}``
-    (pixels, P10's class indices). Frames already labelled there are never asked for again."""
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-
-    @property
-    def labels_file(self) -> Path:
-        return self.folder / "labels.json"
-
-    def targets(self, ids: list[int]) -> dict[int, dict[str, Tensor]]:
-        known = json.loads(self.labels_file.read_text()) if self.labels_file.exists() else {}
-        missing = [i for i in ids if str(i) not in known]
-        if missing:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / "to_label.json").write_text(json.dumps({"ids": missing}))
-            raise LabelsPending(
-                f"{len(missing)} frames need labels: their ids are in {self.folder / 'to_label.json'}. "
-                f"Add their boxes to {self.labels_file} and run again with resume."
-            )
-        return {
-            i: {
-                "boxes": torch.tensor(known[str(i)]["boxes"], dtype=torch.float32).reshape(-1, 4),
-                "labels": torch.tensor(known[str(i)]["labels"], dtype=torch.int64),
-            }
-            for i in ids
-        }
-
-
-class _TargetsOf(Dataset):
-    """Pool images with targets from a labeller (a person's boxes may differ from the truth)."""
-
-    def __init__(self, pool: Dataset, targets: dict[int, dict[str, Tensor]]):
-        self.pool, self.labels = pool, targets
-
-    def __len__(self) -> int:
-        return len(self.pool)
-
-    def __getitem__(self, index: int):
-        return self.pool[index][0], self.labels[index]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,8 +140,69 @@ class LoopState:
         return cls(**json.loads(Path(path).read_text()))
 
 
-class LoopInterrupted(RuntimeError):
-    """Training stopped on Ctrl-C / SIGTERM; the loop's last finished round is saved."""
+@dataclass
+class LoopResult:
+    """What :func:`run_loop` returns: the loop's state and why it returned.
+
+    ``stopped_by``: ``"max_steps"`` (every round done), a signal's name (``"SIGINT"``,
+    ``"SIGTERM"``: the trainer stopped mid-round, which is redone on resume) or the reason
+    ``should_stop`` gave (e.g. ``"stop_after"``).
+    """
+
+    state: LoopState
+    stopped_by: str = "max_steps"
+
+
+def loop_settings(cfg: dict) -> dict[str, Any]:
+    """The config values a loop's result depends on (a resumed loop must have the same)."""
+    active = {k: v for k, v in cfg["active"].items() if k not in ("selectors", "seeds")}
+    return json.loads(json.dumps({
+        "active": active, "data": cfg["data"], "model": cfg["model"], "loss": cfg["loss"],
+        "optim": cfg["optim"], "max_steps": cfg["trainer"]["max_steps"], "eval": cfg["eval"],
+    }))  # fmt: skip
+
+
+def loop_folder(run_dir: str | Path, selector: str, seed: int) -> Path:
+    """``run_dir/loops/<selector>_s<seed>``: where one loop keeps its state and logs."""
+    return Path(run_dir) / "loops" / f"{selector}_s{seed}"
+
+
+def _check_state(state: LoopState, path: Path, selector: str, seed: int, settings: dict) -> None:
+    if (state.selector, state.seed, state.settings) != (selector, seed, settings):
+        raise ConfigError(
+            f"{path} belongs to another experiment (selector {state.selector}, seed "
+            f"{state.seed}, settings {state.settings}); resume with the config that made it."
+        )
+
+
+def saved_loops(run_dir: str | Path, cfg: dict) -> dict[tuple[str, int], LoopState]:
+    """The loops a run folder holds (``loops/*/state.json``), each checked against ``cfg``.
+
+    Reads only. ``ConfigError`` when a loop was made with other settings or is not one of the
+    config's selectors × seeds; ``CheckpointError`` when a state file cannot be read.
+    """
+    active = cfg["active"]
+    expected = {
+        loop_folder(run_dir, name, seed).name: (name, seed)
+        for seed in active["seeds"]
+        for name in active["selectors"]
+    }
+    settings, states = loop_settings(cfg), {}
+    for path in sorted((Path(run_dir) / "loops").glob("*/state.json")):
+        try:
+            state = LoopState.load(path)
+        except (OSError, ValueError, TypeError) as error:
+            raise CheckpointError(f"{path} cannot be read as a loop state ({error}).") from error
+        key = expected.get(path.parent.name)
+        if key is None:
+            raise ConfigError(
+                f"{path} is a loop ({state.selector}, seed {state.seed}) that the config does not "
+                f"run (active.selectors {active['selectors']}, active.seeds {active['seeds']}); "
+                f"resume with the config that made it."
+            )
+        _check_state(state, path, *key, settings)
+        states[key] = state
+    return states
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,28 +210,29 @@ class LoopInterrupted(RuntimeError):
 
 
 def train_round(
-    cfg: dict,
-    pool: Dataset,
+    setup: ActiveSetup,
     ids: list[int],
     targets: dict[int, dict[str, Tensor]],
-    device: torch.device,
     seed: int,
     init_state: dict | None = None,
-):
+) -> tuple[MCDropoutDetector, TrainResult]:
     """Train a fresh detector (``init_state``: start from these weights) on frames ``ids``.
 
-    ``labkit.detection.task.build`` makes the model, optimizer, schedule and loss from the
-    config's P10 sections; the loader runs over the labelled frames with P10's random flip; the
-    lab's trainer runs ``trainer.max_steps`` steps. Returns ``(MCDropoutDetector, setup, result)``.
+    P10's pieces make the model, optimizer, schedule and loss from the config's P10 sections
+    (``labkit.detection.task``); the loader runs over the labelled frames with P10's random
+    flip; the lab's trainer runs ``trainer.max_steps`` steps. Returns the model (wrapped for MC
+    dropout) and the trainer's result (``stopped_by``: ``"max_steps"`` or a signal's name).
     """
+    cfg, device = setup.cfg, setup.device
     set_seed(seed, deterministic=cfg["deterministic"])
-    setup = build(cfg, device)
+    detector = build_model(cfg, setup.num_classes, device)  # the seed's initial weights
+    optimizer, scheduler = build_optimization(cfg, detector)
     if init_state is not None:
-        setup.model.load_state_dict(init_state)
-    model = MCDropoutDetector(setup.model, p=cfg["active"]["dropout"])
+        detector.load_state_dict(init_state)
+    model = MCDropoutDetector(detector, p=cfg["active"]["dropout"])
     data = cfg["data"]
     flip = RandomHorizontalFlip(data["flip"]) if data["flip"] > 0 else None
-    labelled = LabelledSet(_TargetsOf(pool, targets), ids, transform=flip)
+    labelled = LabelledSet(TargetsOf(setup.pool, targets), ids, transform=flip)
     loader = make_loader(
         labelled,
         min(data["batch_size"], len(ids)),
@@ -219,25 +243,59 @@ def train_round(
     trainer_cfg = {**cfg["trainer"], "eval_every": 0, "ckpt_every": 0}
     result = train(
         model,
-        setup.optimizer,
+        optimizer,
         loader,
-        setup.loss_fn,
+        DetectionLoss(cfg["loss"]),
         device=device,
-        scheduler=setup.scheduler,
+        scheduler=scheduler,
         run_dir=None,  # the loop logs per round; a checkpoint per round would be 30 MB each
         config=cfg,
         progress=False,
-        before_step=BackboneStage(setup.model, cfg["model"]["unfreeze_at"]),
+        before_step=BackboneStage(detector, cfg["model"]["unfreeze_at"]),
         **trainer_options(trainer_cfg, device),
     )
-    return model, setup, result
+    return model, result
 
 
-def _evaluate(model, setup, val_loader: DataLoader, device, cfg) -> dict[str, float]:
+def evaluate_round(setup: ActiveSetup, model: torch.nn.Module) -> dict[str, float]:
+    """The round's held-out scores: ``eval/map50``, ``eval/precision``, ``eval/recall``."""
     scores = evaluate_detector(
-        model, val_loader, device, setup.num_classes, setup.class_names, cfg["eval"]
+        model, setup.heldout, setup.device, setup.num_classes, setup.class_names, setup.cfg["eval"]
     )
     return {f"eval/{k}": float(v) for k, v in scores.items()}
+
+
+def _train_and_evaluate(setup: ActiveSetup, state: LoopState, labeller, init, round_cache):
+    """Round r's model, its held-out metrics and the trainer's ``stopped_by`` (``"max_steps"``,
+    or a signal's name: then the model is half-trained and the metrics are None).
+
+    A round that another selector of the seed already trained (same round, same labelled set,
+    in ``round_cache``) is not trained again: its weights go into a fresh detector (they replace
+    the initial weights, so no seeding is needed) and its metrics are reused.
+    """
+    cfg, r, seed = setup.cfg, state.rounds_done, state.seed
+    key = (seed, r, tuple(state.labelled))  # in order: the order sets the data order
+    shared = round_cache is not None and (r == 0 or not cfg["active"]["warm_start"])
+    if shared and key in round_cache:
+        detector = build_model(cfg, setup.num_classes, setup.device)
+        detector.load_state_dict(round_cache[key]["weights"])
+        model = MCDropoutDetector(detector, p=cfg["active"]["dropout"])
+        return model, dict(round_cache[key]["metrics"]), "max_steps"
+    targets = labeller.targets(state.labelled)
+    model, result = train_round(setup, state.labelled, targets, round_seed(seed, r), init)
+    if result.stopped_by != "max_steps":
+        return model, None, result.stopped_by
+    metrics = evaluate_round(setup, model)
+    if shared:
+        round_cache[key] = {
+            "weights": _clone(model.detector.state_dict()),
+            "metrics": dict(metrics),
+        }
+    return model, metrics, "max_steps"
+
+
+def _clone(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: t.detach().clone() for name, t in state_dict.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,39 +303,37 @@ def _evaluate(model, setup, val_loader: DataLoader, device, cfg) -> dict[str, fl
 
 
 def run_loop(
-    cfg: dict,
+    setup: ActiveSetup,
     selector: Selector,
     seed: int,
-    pool: Dataset,
-    val_loader: DataLoader,
-    device: torch.device,
     *,
     folder: str | Path | None = None,
     labeller: SimulatedLabeller | ManualLabeller | None = None,
     resume: bool = False,
     round_cache: dict | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], str | None] | None = None,
     on_round: Callable[[LoopState], None] | None = None,
-) -> LoopState:
+) -> LoopResult:
     """Run (or continue) the loop of ``selector`` with ``seed`` for ``active.rounds`` rounds.
 
     Args:
-        pool: the unlabelled frames (``labkit.active.pool``); ``val_loader``: the held-out set.
+        setup: the comparison's config, pool, held-out set and device (:class:`ActiveSetup`).
         folder: where ``state.json``, ``metrics.jsonl``, ``rounds.jsonl`` and ``tb/`` go
             (``None``: nothing written).
         resume: continue the ``state.json`` in ``folder`` (without: a state there is an error).
         labeller: default :class:`SimulatedLabeller` (or per ``active.labelling``).
         round_cache: a dict shared by the loops of one seed: a (round, labelled set) already
             trained by another selector is reused (round 0 always is); not with warm starts.
-        should_stop: checked before each round; True stops (the state stays resumable).
+        should_stop: asked before each round; a reason (a signal's name, ``"stop_after"``)
+            stops the loop there (the state stays resumable) and becomes ``stopped_by``.
         on_round: called with the state after each finished round (progress bars).
 
     Returns:
-        The :class:`LoopState`; ``history[r]`` holds round r's labelled count, ``eval/*``
+        A :class:`LoopResult`; ``state.history[r]`` holds round r's labelled count, ``eval/*``
         metrics, and (but for the last round) the chosen ids and their scores.
     """
-    active = cfg["active"]
-    rounds, k = active["rounds"], active["k"]
+    cfg, pool, active = setup.cfg, setup.pool, setup.cfg["active"]
+    rounds = active["rounds"]
     settings = loop_settings(cfg)
     folder = Path(folder) if folder is not None else None
     state_path = folder / "state.json" if folder is not None else None
@@ -285,11 +341,7 @@ def run_loop(
         if not resume:
             raise ConfigError(f"{state_path} exists: pass resume=True to continue that loop")
         state = LoopState.load(state_path)
-        if (state.selector, state.seed, state.settings) != (selector.name, seed, settings):
-            raise ConfigError(
-                f"{state_path} belongs to another experiment (selector {state.selector}, seed "
-                f"{state.seed}, settings {state.settings}); resume with the config that made it."
-            )
+        _check_state(state, state_path, selector.name, seed, settings)
     else:
         state = LoopState(
             selector.name, seed, settings, initial_ids(len(pool), active["initial_labelled"], seed)
@@ -308,25 +360,30 @@ def run_loop(
         weights = torch.load(last, map_location="cpu", weights_only=True)
     try:
         while state.rounds_done <= rounds:
-            if should_stop is not None and should_stop():
-                break
-            r = state.rounds_done
-            start = time.perf_counter()
+            reason = should_stop() if should_stop is not None else None
+            if reason is not None:
+                return LoopResult(state, reason)
+            r, start = state.rounds_done, time.perf_counter()
             init = weights if active["warm_start"] and r > 0 else None
-            model, setup, metrics = _train_and_evaluate(
-                cfg, pool, state, labeller, val_loader, device, init, round_cache
+            # ALGO 1-2: train on L_r, evaluate on the held-out set (or reuse another selector's)
+            model, metrics, stopped_by = _train_and_evaluate(
+                setup, state, labeller, init, round_cache
             )
+            if stopped_by != "max_steps":  # a signal during training: round r is redone on resume
+                return LoopResult(state, stopped_by)
             trained = time.perf_counter()
             entry = {"round": r, "labelled": len(state.labelled), **metrics}
+            # ALGO 3-4: infer on the unlabelled pool and choose K (not after the last round)
             if r < rounds:
-                chosen, chosen_scores = _select(cfg, selector, model, pool, state, device, k)
+                chosen, chosen_scores = _select(setup, selector, model, state)
                 entry.update(chosen=chosen, scores=chosen_scores)
             entry["seconds"] = {"train": trained - start, "select": time.perf_counter() - trained}
             if hasattr(getattr(pool, "source", None), "composition"):
                 entry["composition"] = pool.source.composition(state.labelled)
-            weights = {n: t.detach().clone() for n, t in model.detector.state_dict().items()}
+            weights = _clone(model.detector.state_dict())
             if active["warm_start"] and folder is not None:
                 torch.save(weights, folder / f"model_round{r}.pt")
+            # ALGO 5: label the chosen frames; PLUMBING: the state first (atomic), then the logs
             state.history.append(entry)
             state.labelled = state.labelled + entry.get("chosen", [])
             state.rounds_done = r + 1
@@ -338,55 +395,19 @@ def run_loop(
     finally:
         if logger is not None:
             logger.close()
-    return state
+    return LoopResult(state)
 
 
-def _train_and_evaluate(cfg, pool, state, labeller, val_loader, device, init, round_cache):
-    """Round r's model and its held-out metrics, from ``round_cache`` when it holds them."""
-    r, seed = state.rounds_done, state.seed
-    key = (seed, r, tuple(state.labelled))  # in order: the order sets the data order
-    use_cache = round_cache is not None and (r == 0 or not cfg["active"]["warm_start"])
-    if use_cache and key in round_cache:
-        # The same training another selector ran (same seed, round, frames): rebuild and load.
-        set_seed(round_seed(seed, r), deterministic=cfg["deterministic"])
-        setup = build(cfg, device)
-        setup.model.load_state_dict(round_cache[key]["weights"])
-        model = MCDropoutDetector(setup.model, p=cfg["active"]["dropout"])
-        return model, setup, dict(round_cache[key]["metrics"])
-    targets = labeller.targets(state.labelled)
-    model, setup, result = train_round(
-        cfg, pool, state.labelled, targets, device, round_seed(seed, r), init
-    )
-    if result.stopped_by != "max_steps":
-        raise LoopInterrupted(
-            f"{result.stopped_by} during round {r} of {state.selector} seed {seed}; the "
-            "finished rounds are saved: resume to continue"
-        )
-    metrics = _evaluate(model, setup, val_loader, device, cfg)
-    if use_cache:
-        weights = {n: t.detach().clone() for n, t in setup.model.state_dict().items()}
-        round_cache[key] = {"weights": weights, "metrics": dict(metrics)}
-    return model, setup, metrics
-
-
-def loop_settings(cfg: dict) -> dict[str, Any]:
-    """The config values a loop's result depends on (a resumed loop must have the same)."""
-    active = {k: v for k, v in cfg["active"].items() if k not in ("selectors", "seeds")}
-    return json.loads(json.dumps({
-        "active": active, "data": cfg["data"], "model": cfg["model"], "loss": cfg["loss"],
-        "optim": cfg["optim"], "max_steps": cfg["trainer"]["max_steps"], "eval": cfg["eval"],
-    }))  # fmt: skip
-
-
-def _select(cfg, selector, model, pool, state: LoopState, device, k: int):
+def _select(setup: ActiveSetup, selector: Selector, model, state: LoopState):
     """Score the unlabelled frames and choose K; the invariants are checked, loudly."""
+    cfg, pool = setup.cfg, setup.pool
     labelled = set(state.labelled)
     pool_ids = [i for i in range(len(pool)) if i not in labelled]
-    active, eval_cfg = cfg["active"], cfg["eval"]
+    active, eval_cfg, k = cfg["active"], cfg["eval"], cfg["active"]["k"]
     context = ScoringContext(
         model,
         pool,
-        device,
+        setup.device,
         dict(
             score_thresh=active["score_thresh"],
             nms_iou=eval_cfg["nms_iou"],

@@ -14,7 +14,7 @@ and two more twists from real logs:
 * **bursts**: every scene is recorded ``burst`` times in a row (consecutive frames), the copies
   differing only by fresh pixel noise and a brightness change. A top-K selector that likes one
   frame likes its copies as much, and spends its budget on near-duplicates;
-* the test set (``data.val_*`` in the config, built by ``labkit.detection.task.build``) is the
+* the test set (``data.val_*`` in the config, built by P10's ``build_datasets``) is the
   ordinary balanced ShapesDataset: what we want is a detector that finds *every* class, and
   mAP@0.5 averages over classes, so the rare classes weigh 2/3 of the score.
 

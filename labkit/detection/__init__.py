@@ -2,7 +2,8 @@
 
 Modules, in reading order: ``boxes`` (IoU geometry), ``nms``, ``assign`` (which grid cells learn
 which box; decoding), ``losses`` (focal, GIoU/DIoU, the detector's loss), ``model``
-(``TinyDetector``), ``metrics`` (VOC mAP), ``dataset`` (synthetic shapes, VOC, transforms),
-``evaluate`` (predict and score a loader), ``visualize``, ``task`` (build / run / checks).
+(``TinyDetector``), ``metrics`` (VOC mAP), ``dataset`` (synthetic shapes, VOC, transforms,
+``build_datasets`` from a config), ``evaluate`` (predict and score a loader), ``visualize``,
+``task`` (the pieces P40 reuses, build, run, resume), ``done`` (the "done when" checks).
 Explained in notebooks/10_detection_tiny.py.
 """

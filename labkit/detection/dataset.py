@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from labkit.data.common import DataError
 from labkit.detection.boxes import box_iou
+from labkit.utils.config import ConfigError
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -33,6 +35,7 @@ __all__ = [
     "RandomHorizontalFlip",
     "VOCDetectionDataset",
     "voc_dataset",
+    "build_datasets",
 ]
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
@@ -359,3 +362,53 @@ class Resize:
 
     def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
         return resize(image, target, self.size)
+
+
+# ---------------------------------------------------------------- from a config
+
+
+def build_datasets(cfg: dict, augment: bool) -> tuple[Dataset, Dataset, tuple[str, ...]]:
+    """Train and validation sets and the class names, from the config's ``data`` section.
+
+    ``augment=False`` switches the horizontal flip off (the overfit harness). The flip draws
+    from the global RNG, which the trainer saves and restores, so resumed runs flip the same.
+    """
+    data = cfg["data"]
+    flip = RandomHorizontalFlip(data["flip"]) if augment and data["flip"] > 0 else None
+    if data["dataset"] == "shapes":
+        common = dict(
+            image_size=data["image_size"],
+            num_classes=data["num_classes"],
+            min_objects=data["min_objects"],
+            max_objects=data["max_objects"],
+        )
+        # Different seeds: the validation images are never drawn for training.
+        train_set = ShapesDataset(
+            data["train_images"], seed=data["train_seed"], transform=flip, **common
+        )
+        val_set = ShapesDataset(data["val_images"], seed=data["val_seed"], **common)
+        return train_set, val_set, train_set.class_names
+    if data["dataset"] == "voc":
+        # VOC images differ in size; a batch must stack, so every image is resized to a square
+        # (aspect ratio not kept: simple, and the boxes are scaled with the image).
+        size = Resize(data["image_size"])
+        classes = data["classes"] or VOC_CLASSES
+        try:
+            train_set = voc_dataset(
+                data["root"],
+                data["train_split"],
+                classes,
+                data["max_train_images"],
+                download=data["download"],
+                transform=Compose(size, flip),
+            )
+            val_set = voc_dataset(
+                data["root"], data["val_split"], classes, data["max_val_images"], transform=size
+            )
+        except FileNotFoundError as error:
+            raise DataError(
+                f"{error} (or run with data.download=true, or use the offline config "
+                "p10_detection)"
+            ) from error
+        return train_set, val_set, tuple(classes)
+    raise ConfigError(f"data.dataset must be shapes or voc; got '{data['dataset']}'.")

@@ -21,8 +21,6 @@ step as one that never stopped.
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,85 +29,63 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from labkit.data.common import DataError, fixed_subset, make_loader
+from labkit.data.common import fixed_subset, make_loader
 from labkit.detection.config import Config
-from labkit.detection.dataset import (
-    VOC_CLASSES,
-    Compose,
-    RandomHorizontalFlip,
-    Resize,
-    ShapesDataset,
-    detection_collate,
-    voc_dataset,
-)
+from labkit.detection.dataset import build_datasets, detection_collate
 from labkit.detection.evaluate import evaluate_detector, predict
 from labkit.detection.losses import detection_loss
 from labkit.detection.model import TinyDetector
 from labkit.detection.visualize import prediction_grid
 from labkit.trainers.optim import build_optimizer, build_scheduler
-from labkit.trainers.supervised_trainer import StepOutput, TrainResult, train, trainer_options
+from labkit.trainers.supervised_trainer import StepOutput, train, trainer_options
 from labkit.utils.checkpoint import Checkpoint
-from labkit.utils.checks import Check
-from labkit.utils.config import ConfigError, apply_overrides, get, load_config
+from labkit.utils.config import ConfigError, get
 from labkit.utils.device import get_device
 from labkit.utils.logging import MetricsLogger
-from labkit.utils.runs import RunResult
+from labkit.utils.runs import RunResult, checkpoint_resume_point
 from labkit.utils.schema import check_config
 from labkit.utils.seed import set_seed
 
 # ---------------------------------------------------------------------------------------------
-# Data
+# The pieces (P40 builds its rounds from them): datasets (``dataset.build_datasets``), model,
+# optimizer and schedule, loss
 
 
-def build_datasets(cfg: dict, augment: bool) -> tuple[Dataset, Dataset, tuple[str, ...]]:
-    """Train and validation sets and the class names, from the config's ``data`` section.
+def build_model(cfg: dict, num_classes: int, device: torch.device) -> TinyDetector:
+    """The detector of the config's ``model`` section, on ``device`` (every part trainable).
 
-    ``augment=False`` switches the horizontal flip off (the overfit harness). The flip draws
-    from the global RNG, which the trainer saves and restores, so resumed runs flip the same.
+    Draws its initial weights from the global RNG: seed first for a reproducible start.
     """
-    data = cfg["data"]
-    flip = RandomHorizontalFlip(data["flip"]) if augment and data["flip"] > 0 else None
-    if data["dataset"] == "shapes":
-        common = dict(
-            image_size=data["image_size"],
-            num_classes=data["num_classes"],
-            min_objects=data["min_objects"],
-            max_objects=data["max_objects"],
+    m = cfg["model"]
+    try:
+        model = TinyDetector(
+            num_classes=num_classes,
+            backbone=m["backbone"],
+            pretrained=m["pretrained"],
+            stride=m["stride"],
+            freeze_backbone=False,  # both parameter groups go into the optimizer first
+            head_channels=m["head_channels"],
+            backbone_weights=m["backbone_weights"],
         )
-        # Different seeds: the validation images are never drawn for training.
-        train_set = ShapesDataset(
-            data["train_images"], seed=data["train_seed"], transform=flip, **common
-        )
-        val_set = ShapesDataset(data["val_images"], seed=data["val_seed"], **common)
-        return train_set, val_set, train_set.class_names
-    if data["dataset"] == "voc":
-        # VOC images differ in size; a batch must stack, so every image is resized to a square
-        # (aspect ratio not kept: simple, and the boxes are scaled with the image).
-        size = Resize(data["image_size"])
-        classes = data["classes"] or VOC_CLASSES
-        try:
-            train_set = voc_dataset(
-                data["root"],
-                data["train_split"],
-                classes,
-                data["max_train_images"],
-                download=data["download"],
-                transform=Compose(size, flip),
-            )
-            val_set = voc_dataset(
-                data["root"], data["val_split"], classes, data["max_val_images"], transform=size
-            )
-        except FileNotFoundError as error:
-            raise DataError(
-                f"{error} (or run with data.download=true, or use the offline config "
-                "p10_detection)"
-            ) from error
-        return train_set, val_set, tuple(classes)
-    raise ConfigError(f"data.dataset must be shapes or voc; got '{data['dataset']}'.")
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        # No weights download, a wrong state dict, a bad backbone name: the message already says
+        # what to change; as a ConfigError the CLI prints it without a traceback.
+        raise ConfigError(f"model: {error}") from error
+    return model.to(device)
 
 
-# ---------------------------------------------------------------------------------------------
-# Loss
+def build_optimization(cfg: dict, model: TinyDetector) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW (or SGD) over the head and backbone groups, and the LR schedule over
+    ``trainer.max_steps``; leaves the backbone in the stage of step 0 (``model.unfreeze_at``)."""
+    optim, m = cfg["optim"], cfg["model"]
+    groups = model.param_groups(optim["lr"] * m["backbone_lr_scale"], optim["lr"])
+    model.set_backbone_trainable(m["unfreeze_at"] <= 0)  # after the groups: both are listed
+    optimizer = build_optimizer(groups, optim["name"], optim["lr"], optim["weight_decay"])
+    # One LR multiplier for both groups: the backbone keeps its ratio to the head throughout.
+    scheduler = build_scheduler(
+        optimizer, optim["scheduler"], cfg["trainer"]["max_steps"], optim["warmup_steps"]
+    )
+    return optimizer, scheduler
 
 
 class DetectionLoss:
@@ -146,7 +122,7 @@ class DetectionSetup:
 
 def build(cfg: dict, device: torch.device) -> DetectionSetup:
     """Data, model, optimizer and scheduler from a P10 config (call ``set_seed`` first)."""
-    data, model_cfg, optim = cfg["data"], cfg["model"], cfg["optim"]
+    data = cfg["data"]
     overfit = get(cfg, "trainer.overfit", 0)
     train_set, eval_set, class_names = build_datasets(cfg, augment=not overfit)
     batch_size = data["batch_size"]
@@ -172,28 +148,8 @@ def build(cfg: dict, device: torch.device) -> DetectionSetup:
         # trainer.eval_every).
         generator=torch.Generator(),
     )
-    try:
-        model = TinyDetector(
-            num_classes=len(class_names),
-            backbone=model_cfg["backbone"],
-            pretrained=model_cfg["pretrained"],
-            stride=model_cfg["stride"],
-            freeze_backbone=False,  # both parameter groups go into the optimizer ...
-            head_channels=model_cfg["head_channels"],
-            backbone_weights=model_cfg["backbone_weights"],
-        )
-    except (ValueError, RuntimeError, FileNotFoundError) as error:
-        # No weights download, a wrong state dict, a bad backbone name: the message already says
-        # what to change; as a ConfigError the CLI prints it without a traceback.
-        raise ConfigError(f"model: {error}") from error
-    model.to(device)
-    groups = model.param_groups(optim["lr"] * model_cfg["backbone_lr_scale"], optim["lr"])
-    model.set_backbone_trainable(model_cfg["unfreeze_at"] <= 0)  # ... then the stage of step 0
-    optimizer = build_optimizer(groups, optim["name"], optim["lr"], optim["weight_decay"])
-    # One LR multiplier for both groups: the backbone keeps its ratio to the head throughout.
-    scheduler = build_scheduler(
-        optimizer, optim["scheduler"], cfg["trainer"]["max_steps"], optim["warmup_steps"]
-    )
+    model = build_model(cfg, len(class_names), device)
+    optimizer, scheduler = build_optimization(cfg, model)
     return DetectionSetup(
         model,
         optimizer,
@@ -242,12 +198,12 @@ class PredictionImages:
         logger.log_image("eval/predictions", grid, step)
 
 
-DISTRIBUTED = True  # torchrun: the shared trainer shards the data and averages gradients
-
-
 def check(cfg: dict) -> dict:
     """``cfg`` checked against the phase's schema (types, ranges, choices); ``ConfigError`` if not."""
     return check_config(cfg, Config)
+
+
+resume_point = checkpoint_resume_point  # a run continues from its newest checkpoint
 
 
 def run(
@@ -307,98 +263,3 @@ def run(
         **result.last_eval,
     }
     return RunResult(summary, result, setup)
-
-
-# ---------------------------------------------------------------------------------------------
-# "Done when" checks for P10 (python -m labkit.done p10)
-
-SHORT_RUN_STEPS = 800  # (b): 800 steps of 8 images, about 2.5 minutes on one CPU thread
-# Measured 0.738 after those 800 steps (seed 0, one CPU thread); the threshold leaves a margin
-# for other seeds, thread counts and torch versions.
-SHORT_RUN_MIN_MAP = 0.65
-
-
-def _p10_cfg(*overrides: str) -> dict:
-    return apply_overrides(load_config("p10_detection"), ["device=cpu", *overrides])
-
-
-def check_p10_overfit(size: int = 16, steps: int = 150, min_map: float = 0.95) -> Check:
-    """(a) The overfit harness: 16 fixed shapes images must be learnt to mAP@0.5 >= 0.95 on them."""
-    start = time.perf_counter()
-    cfg = _p10_cfg(
-        f"trainer.overfit={size}",
-        f"data.batch_size={size}",
-        f"trainer.max_steps={steps}",
-        "trainer.eval_every=0",
-    )
-    result = run(cfg, None, torch.device("cpu"), progress=False).details
-    map50 = result.last_eval["eval/map50"]
-    measured = (
-        f"mAP@0.5 {map50:.3f} on the {size} training images after {steps} steps; "
-        f"loss {result.losses[0]:.2f} -> {result.losses[-1]:.3f}"
-    )
-    return Check(
-        f"overfit {size} images",
-        f"mAP@0.5 >= {min_map}",
-        measured,
-        map50 >= min_map,
-        time.perf_counter() - start,
-    )
-
-
-_short_run: dict = {}  # (b)'s result, reused by (c) so the run happens once
-
-
-def _short_cpu_run() -> tuple[TrainResult, DetectionSetup, float]:
-    if not _short_run:
-        start = time.perf_counter()
-        cfg = _p10_cfg(f"trainer.max_steps={SHORT_RUN_STEPS}", "trainer.eval_every=0")
-        outcome = run(cfg, None, torch.device("cpu"), progress=False)
-        result, setup = outcome.details, outcome.setup
-        _short_run.update(result=result, setup=setup, seconds=time.perf_counter() - start)
-    return _short_run["result"], _short_run["setup"], _short_run["seconds"]
-
-
-def check_p10_heldout_map(min_map: float = SHORT_RUN_MIN_MAP) -> Check:
-    """(b) A short CPU run of p10_detection reaches the stated mAP@0.5 on held-out images."""
-    result, setup, seconds = _short_cpu_run()
-    scores = result.last_eval
-    measured = (
-        f"mAP@0.5 {scores['eval/map50']:.3f} (precision {scores['eval/precision']:.2f}, recall "
-        f"{scores['eval/recall']:.2f} at score 0.5) on {len(setup.eval_set)} held-out images after "
-        f"{result.step} steps ({seconds:.0f} s, {torch.get_num_threads()} CPU threads)"
-    )
-    passed = scores["eval/map50"] >= min_map
-    return Check("held-out mAP@0.5", f">= {min_map}", measured, passed, seconds)
-
-
-def check_p10_stable(max_grad_norm: float = 1000.0, max_loss_ratio: float = 0.5) -> Check:
-    """(c) The short run's loss stays finite and falls; gradient norms stay bounded."""
-    start = time.perf_counter()
-    result, _, _ = _short_cpu_run()
-    losses, norms = result.losses, result.grad_norms
-    finite = all(math.isfinite(v) for v in losses + norms)
-    # Means over the first and last 20 steps: single steps are noisy.
-    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
-    ratio, peak = last / first, max(norms)
-    # The norm is measured before clipping (trainer.grad_clip): the first steps of a fresh model
-    # peak near 100 and are clipped; an explosion is orders of magnitude more, or late.
-    late_peak = max(norms[len(norms) // 2 :])
-    measured = (
-        f"{len(losses)} finite losses, mean of first/last 20: {first:.2f} -> {last:.3f} (ratio "
-        f"{ratio:.3f}); max grad-norm {peak:.1f} (step {norms.index(peak) + 1}), "
-        f"{late_peak:.1f} in the second half"
-        if finite
-        else "non-finite loss or gradient"
-    )
-    passed = finite and ratio <= max_loss_ratio and peak <= max_grad_norm
-    return Check(
-        "no NaN, no explosion",
-        f"finite, loss ratio <= {max_loss_ratio}, grad-norm <= " f"{max_grad_norm:g}",
-        measured,
-        passed,
-        time.perf_counter() - start,
-    )
-
-
-DONE_CHECKS = [check_p10_overfit, check_p10_heldout_map, check_p10_stable]
