@@ -21,7 +21,10 @@ import os
 import shutil
 import socket
 import sys
+import time
 from pathlib import Path
+
+import yaml
 
 from labkit.data.common import DataError
 from labkit.registry import PHASES, PhaseTask, get_phase, task_module
@@ -43,7 +46,7 @@ from labkit.utils.distributed import (
     launched_world_size,
     shutdown,
 )
-from labkit.utils.logging import get_logger, json_safe
+from labkit.utils.logging import get_logger, json_safe, read_metrics
 from labkit.utils.runs import (
     RUNS_DIR,
     ResumePoint,
@@ -142,7 +145,8 @@ def resume_config(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m labkit.train",
-        description=__doc__,
+        description=__doc__.replace("``", "'"),
+        epilog=configs_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -167,6 +171,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--runs-dir", default=str(RUNS_DIR), help="where run folders go (default: runs)"
     )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved, checked config as YAML and stop (nothing is written)",
+    )
     args = parser.parse_intermixed_args(argv)  # overrides may come after the options too
     if args.config and "=" in args.config:  # `--resume RUN key=value`: no CONFIG given
         args.overrides.insert(0, args.config)
@@ -174,6 +183,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.config is None and not args.resume:
         parser.error("CONFIG is required unless --resume is given")
     return args
+
+
+def configs_help() -> str:
+    """The shipped configs, one line per phase (the epilog of --help)."""
+    lines = ["configs (labkit/configs/):"]
+    for phase in PHASES.values():
+        lines.append(f"  {phase.name}  {', '.join(phase.configs):38s} {phase.title}")
+    lines.append("examples:\n  python -m labkit.train p00_mnist trainer.max_steps=200 --device cpu")
+    lines.append("  python -m labkit.train p10_detection --print-config")
+    lines.append("  python -m labkit.train --resume runs/p00_mnist/<run>")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,6 +227,7 @@ class LiveRun:
         self.fresh = False  # this call made the folder (so it may remove it if nothing is in it)
         self.writer = True  # under torchrun only rank 0 writes the run folder
         self.runs_dir: str | None = None
+        self.t0, self.cpu0 = time.perf_counter(), time.process_time()
 
     def start(self, args: argparse.Namespace, overrides: list[str]) -> int:
         self.runs_dir = args.runs_dir
@@ -220,6 +241,9 @@ class LiveRun:
                 cfg = apply_overrides(load_config(args.config), overrides)
                 self.task = phase_task(cfg)
                 cfg = self.task.check(cfg)
+            if args.print_config:  # inspection only: nothing below runs, nothing is written
+                print(yaml.safe_dump(cfg, sort_keys=False), end="")
+                return 0
             init = open_checkpoint(args.init_from) if args.init_from else None
             device = get_device(cfg["device"])  # resolved once, passed on
             if launched_by_torchrun():
@@ -250,6 +274,9 @@ class LiveRun:
         stopped = result.interrupted
         write_status(self.run_dir, "stopped" if stopped else "finished", summary=result.summary)
         if self.writer:
+            wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.cpu0
+            print(end_of_run(self.run_dir, result.summary, stopped, wall, cpu), file=sys.stderr)
+            # the last line, for scripts: the summary as JSON
             print(json.dumps(json_safe({"run_dir": str(self.run_dir), **result.summary})))
         return 130 if stopped else 0
 
@@ -307,6 +334,43 @@ class LiveRun:
         if agree and is_distributed():
             all_agree(False)  # the other ranks wait in all_agree: tell them to stop too
         return 2
+
+
+def end_of_run(run_dir: Path | None, summary: dict, stopped: bool, wall: float, cpu: float) -> str:
+    """A few lines for the person at the terminal: the headline numbers, the time it took and
+    the next commands (TensorBoard, the index and compare, resume)."""
+    numbers = [
+        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in summary.items()
+        if key not in ("stopped_by",) and isinstance(value, int | float | str)
+    ]
+    rate = None
+    rows = _rows(run_dir)
+    for row in reversed(rows):
+        if "perf/samples_per_s" in row:
+            rate = row["perf/samples_per_s"]
+            break
+    how = f"stopped by {summary.get('stopped_by')}" if stopped else "finished"
+    timing = f"{wall:.0f} s wall, {cpu:.0f} s CPU" + (f", {rate:.0f} samples/s" if rate else "")
+    lines = [f"run {how} ({timing}): " + ", ".join(numbers)]
+    if run_dir is not None:
+        root = run_dir.parent.parent
+        board = "make tb" if root == RUNS_DIR else f".venv/bin/tensorboard --logdir {root}"
+        lines.append(f"  folder    {run_dir}")
+        lines.append(f"  curves    {board}")
+        lines.append(f"  compare   python -m labkit.runs compare {run_dir.name} <other run>")
+        if stopped:
+            lines.append(f"  continue  python -m labkit.train --resume {run_dir}")
+        else:
+            lines.append(f"  branch    python -m labkit.train CONFIG --init-from {run_dir} ...")
+    return "\n".join(lines)
+
+
+def _rows(run_dir: Path | None) -> list[dict]:
+    try:
+        return read_metrics(run_dir) if run_dir is not None else []
+    except (OSError, ValueError):
+        return []
 
 
 def describe(err: BaseException, run_dir: Path | None, runs_dir: str | None = None) -> str:

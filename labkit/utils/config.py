@@ -196,11 +196,13 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
         ConfigError: malformed override or unknown key (naming the closest valid key).
     """
     cfg = copy.deepcopy(cfg)
+    problems = []  # every bad override, reported together
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(
+            problems.append(
                 f"Override '{item}' is not of the form key.sub=value (e.g. trainer.max_steps=100)."
             )
+            continue
         dotted, raw = item.split("=", 1)
         parts = dotted.strip().split(".")
         try:
@@ -214,17 +216,19 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
                 valid = _flat_keys(cfg)
                 close = difflib.get_close_matches(dotted, valid, n=1, cutoff=0.5)
                 hint = f" Did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(
-                    f"Unknown config key '{dotted}' in override '{item}'.{hint} "
-                    f"Only keys present in the config can be overridden; see the run's YAML file "
-                    f"for the full list."
-                )
+                problems.append(f"Unknown config key '{dotted}' in override '{item}'.{hint}")
+                break
             if is_leaf:
                 if isinstance(node[part], str) and isinstance(value, bool):
                     value = raw.strip()  # YAML 1.1 reads off/on/yes/no as booleans: keep the word
                 node[part] = value
             else:
                 node = node[part]
+    if problems:
+        raise ConfigError(
+            " ".join(problems) + " Only keys present in the config can be overridden; see the "
+            "config's YAML file (or --print-config) for the full list."
+        )
     return cfg
 
 

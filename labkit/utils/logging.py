@@ -17,11 +17,25 @@ from typing import Any
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _AboveTheBar(logging.StreamHandler):
+    """Writes each record through ``tqdm.write``: the progress bar is cleared, the line printed
+    above it and the bar drawn again, so log lines never break into a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm.auto import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
 def get_logger(name: str) -> logging.Logger:
-    """A logger printing ``time level name: message`` to stderr (configured once for ``labkit``)."""
+    """A logger printing ``time level name: message`` to stderr (configured once for ``labkit``),
+    above any tqdm progress bar."""
     root = logging.getLogger("labkit")
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _AboveTheBar(sys.stderr)
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
