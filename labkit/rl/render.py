@@ -12,6 +12,7 @@ recorded as states can be drawn again at any size. Explained in notebooks/30_rl_
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -179,16 +180,18 @@ def encode_gif(frames: Sequence[np.ndarray], fps: float = 25, hold_last_s: float
     """
     if not frames:
         raise ValueError("encode_gif needs at least one frame")
-    animation = cv2.Animation()
-    animation.frames = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2BGR) for f in frames]
+    from PIL import Image  # Pillow: GIF writing without OpenCV's optional encoder
+
+    images = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)) for f in frames]
     duration = max(int(round(1000 / fps)), 20)  # ms; browsers slow down frames under 20 ms
-    animation.durations = [duration] * (len(frames) - 1) + [max(duration, int(1000 * hold_last_s))]
-    animation.loop_count = 0  # loop forever
-    # Best palette quality: the default quantiser tints grey lines yellow.
-    ok, buffer = cv2.imencodeanimation(".gif", animation, [cv2.IMWRITE_GIF_QUALITY, 8])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the GIF (opencv-python >= 4.12 is needed)")
-    return buffer.tobytes()
+    durations = [duration] * (len(frames) - 1) + [max(duration, int(1000 * hold_last_s))]
+    # One adaptive palette per frame (Pillow's default for RGB frames): the few colours of a
+    # CartPole drawing come through exactly, grey lines stay grey.
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0
+    )
+    return buffer.getvalue()
 
 
 def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float = 25) -> Path:

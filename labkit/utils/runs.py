@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -75,8 +76,30 @@ def git_commit() -> str | None:
         return None
 
 
+def package_versions() -> dict[str, str]:
+    """The installed version of every package labkit depends on (its ``pyproject.toml``
+    dependencies, torch and torchvision): what a result came from."""
+    import importlib.metadata as metadata
+
+    try:
+        required = metadata.requires("labkit") or []
+    except metadata.PackageNotFoundError:  # labkit run from a source tree, not installed
+        required = []
+    names = ["torch", "torchvision"] + [
+        re.split(r"[ ;<>=!~\[(]", r)[0] for r in required if "extra ==" not in r
+    ]
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def environment_info(device: torch.device, seed: int) -> dict[str, Any]:
-    """Versions, platform, device, git commit, seed and command line: ``env.json``."""
+    """Versions (every package labkit depends on), platform, device, git commit, seed and the
+    command line: ``env.json``."""
     info = {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -87,6 +110,7 @@ def environment_info(device: torch.device, seed: int) -> dict[str, Any]:
         "seed": seed,
         "world_size": launched_world_size(),  # a resume must use as many processes
         "argv": sys.argv,
+        "packages": package_versions(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
