@@ -46,7 +46,7 @@ from labkit.utils.distributed import (
     launched_world_size,
     shutdown,
 )
-from labkit.utils.logging import get_logger, json_safe, read_metrics
+from labkit.utils.logging import get_logger, json_safe, read_metrics, write_hparams
 from labkit.utils.runs import (
     RUNS_DIR,
     ResumePoint,
@@ -273,6 +273,8 @@ class LiveRun:
             return self.failed(err)
         stopped = result.interrupted
         write_status(self.run_dir, "stopped" if stopped else "finished", summary=result.summary)
+        if self.run_dir is not None:  # TensorBoard's HParams tab: this run's config and results
+            write_hparams(self.run_dir, cfg, result.summary)
         if self.writer:
             wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.cpu0
             print(end_of_run(self.run_dir, result.summary, stopped, wall, cpu), file=sys.stderr)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+EVENTS_DIR = "tb"  # TensorBoard events go in <run_dir>/tb
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -52,6 +53,41 @@ def get_writer(log_dir: str | Path):
     return SummaryWriter(log_dir=str(log_dir))
 
 
+def write_hparams(run_dir: str | Path, config: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """The run's flattened config (``optim.lr``, ``trainer.max_steps``, ...) and its final
+    numbers into TensorBoard's HParams tab, in the run's own event folder, so that runs can be
+    sorted and filtered by any key. Lists become text; non-numbers among ``metrics`` are left out.
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, bool | int | float | str):
+            return value
+        return json.dumps(value) if value is not None else "none"
+
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str = "") -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = plain(value)
+
+    walk(config)
+    numbers = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    writer = get_writer(Path(run_dir) / EVENTS_DIR)
+    try:
+        for summary in hparams(flat, numbers):
+            writer.file_writer.add_summary(summary)
+    finally:
+        writer.close()
+
+
 def json_safe(row: dict[str, Any]) -> dict[str, Any]:
     """NaN and infinities become ``None``: strict JSON has no such numbers."""
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
@@ -73,7 +109,7 @@ class MetricsLogger:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
             if tensorboard:
-                self._writer = get_writer(self.run_dir / "tb")
+                self._writer = get_writer(self.run_dir / EVENTS_DIR)
 
     @property
     def writer(self):
