@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import socket
 import sys
 import time
@@ -245,56 +246,70 @@ def metrics_text(run: RunInfo) -> str:
     return " ".join(f"{k.removeprefix('eval/')}={fmt(v)}" for k, v in run.final.items()) or "-"
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """Left-aligned columns; the last one is not padded (it may be long)."""
+def table(header: list[str], rows: list[list[str]], width: int | None = None) -> str:
+    """Left-aligned columns; the last one is not padded (it may be long). With ``width``, each
+    line is cut to that many characters (an ellipsis marks the cut)."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
-        lines.append("  ".join(cells).rstrip())
+        cells = [cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]
+        line = "  ".join(cells).rstrip()
+        if width is not None and len(line) > width:
+            line = line[: width - 1] + "…"
+        lines.append(line)
     return "\n".join(lines)
 
 
-def index_table(runs: list[RunInfo]) -> str:
-    """The index: one row per run."""
+INDEX_WIDTH = 120  # characters: the index fits a common terminal; --wide shows every column whole
+
+
+def index_table(runs: list[RunInfo], width: int | None = INDEX_WIDTH) -> str:
+    """The index: one row per run, cut to ``width`` characters. With ``width=None`` (``--wide``)
+    whole rows with every column; otherwise the columns that tell runs apart (the folder name
+    already holds the date and the seed)."""
+    wide = width is None
     header = ["run", "phase", "status", "date", "seed", "commit", "step", "ckpt", "eval", "changes"]
+    keep = range(len(header)) if wide else [0, 2, 6, 7, 8, 9]
     rows = []
     for run in runs:
         status = f"{run.status} ({run.status_note})" if run.status_note else run.status
         ckpt = str(int(run.checkpoint.stem.split("_")[1])) if run.checkpoint else "-"
-        rows.append(
-            [
-                f"{run.experiment}/{run.path.name}",
-                str(run.phase),
-                status,
-                run.date,
-                fmt(run.seed),
-                run.commit or "-",
-                fmt(run.step) if run.step is not None else "-",
-                ckpt,
-                metrics_text(run),
-                changes_text(run),
-            ]
-        )
-    return table(header, rows)
+        row = [
+            f"{run.experiment}/{run.path.name}",
+            str(run.phase),
+            status,
+            run.date,
+            fmt(run.seed),
+            run.commit or "-",
+            fmt(run.step) if run.step is not None else "-",
+            ckpt,
+            metrics_text(run),
+            changes_text(run),
+        ]
+        rows.append([row[i] for i in keep])
+    return table([header[i] for i in keep], rows, width)
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _link_path(path: Path) -> str:
-    """The path relative to the working directory (the repository root) when it lies inside."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path.resolve())
+    """``path`` relative to the repository root, where LEARNING.md is: the link resolves from
+    LEARNING.md in this clone whether ``--runs-dir`` was given relative or absolute."""
+    return Path(os.path.relpath(path.resolve(), REPO)).as_posix()
 
 
 def markdown_lines(runs: list[RunInfo]) -> list[str]:
-    """One list item per run, for LEARNING.md's "Links" section."""
+    """One list item per run, for LEARNING.md's "Links" section. Run folders are git-ignored,
+    so each is marked local: the link works in this clone only (the config and commit in the
+    line are what make the run reproducible elsewhere)."""
     lines = []
     for run in runs:
         step = f" at step {run.step}" if run.step is not None else ""
         lines.append(
-            f"- [{run.experiment} {run.path.name}]({_link_path(run.path)}): {run.status}{step}; "
-            f"{metrics_text(run)}; changes: {changes_text(run)}; commit {run.commit or '-'}"
+            f"- [{run.experiment} {run.path.name}]({_link_path(run.path)}) (local run, not in "
+            f"git): {run.status}{step}; {metrics_text(run)}; changes: {changes_text(run)}; "
+            f"commit {run.commit or '-'}"
         )
     return lines
 
@@ -400,11 +415,16 @@ def compare(a_name: str, b_name: str, runs_dir: str | Path = RUNS_DIR) -> tuple[
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    runs_dir_help = "the folder the runs are in (default: runs)"
     if argv[:1] == ["compare"]:
-        parser = argparse.ArgumentParser(prog="python -m labkit.runs compare")
-        parser.add_argument("run_a")
-        parser.add_argument("run_b")
-        parser.add_argument("--runs-dir", default=str(RUNS_DIR))
+        parser = argparse.ArgumentParser(
+            prog="python -m labkit.runs compare",
+            description="Two runs side by side: the config keys in which they differ, their final "
+            "metrics, and their curves as <runs-dir>/compare/<A>_vs_<B>.png.",
+        )
+        parser.add_argument("run_a", help="a run folder, or a part of its name only it has")
+        parser.add_argument("run_b", help="the other run, named the same way")
+        parser.add_argument("--runs-dir", default=str(RUNS_DIR), help=runs_dir_help)
         args = parser.parse_args(argv[1:])
         try:
             text, png = compare(args.run_a, args.run_b, args.runs_dir)
@@ -415,11 +435,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"curves: {png}")
         return 0
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog="compare RUN_A RUN_B: two runs side by side"
+        prog="python -m labkit.runs",
+        usage="%(prog)s [--runs-dir DIR] [--markdown] [--wide] [--stale-minutes M]\n"
+        "       %(prog)s compare RUN_A RUN_B [--runs-dir DIR]",
+        description="An index of the run folders: status (crashed runs too), seed, commit, last "
+        "step and checkpoint, final eval/* metrics, and the config keys that differ from the "
+        "shipped config. 'compare RUN_A RUN_B' shows two runs side by side.",
     )
-    parser.add_argument("--runs-dir", default=str(RUNS_DIR))
-    parser.add_argument("--markdown", action="store_true", help="list items for LEARNING.md")
-    parser.add_argument("--stale-minutes", type=float, default=STALE_MINUTES)
+    parser.add_argument("--runs-dir", default=str(RUNS_DIR), help=runs_dir_help)
+    parser.add_argument(
+        "--markdown", action="store_true", help="list items with links for LEARNING.md's Links"
+    )
+    parser.add_argument(
+        "--wide", action="store_true", help=f"whole rows (default: cut at {INDEX_WIDTH} columns)"
+    )
+    parser.add_argument(
+        "--stale-minutes",
+        type=float,
+        default=STALE_MINUTES,
+        help="a run marked running with no pid that wrote nothing for this long is crashed "
+        f"(default {STALE_MINUTES:g})",
+    )
     args = parser.parse_args(argv)
     runs = [read_run(p, args.stale_minutes) for p in find_runs(args.runs_dir)]
     if not runs:
@@ -427,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.markdown:
         print("\n".join(markdown_lines(runs)))
     else:
-        print(index_table(runs))
+        print(index_table(runs, None if args.wide else INDEX_WIDTH))
     return 0
 
 

@@ -68,12 +68,21 @@ def test_the_index_reads_what_the_cli_wrote(two_runs):
 
 def test_the_listing_has_one_row_per_run(two_runs, capsys):
     root, a, b = two_runs
-    assert index.main(["--runs-dir", str(root)]) == 0
+    assert index.main(["--runs-dir", str(root), "--wide"]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
     assert header.split()[:4] == ["run", "phase", "status", "date"]
     assert [row.split()[0] for row in rows] == [f"p00_mnist/{a.name}", f"p00_mnist/{b.name}"]
     assert "model.width=4" in rows[0] and "model.width=8" in rows[1]
     assert "finished" in rows[0] and "accuracy=" in rows[0]
+
+
+def test_the_index_fits_120_columns_by_default(two_runs, capsys):
+    root, a, _ = two_runs
+    assert index.main(["--runs-dir", str(root)]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["run", "status", "step"]
+    assert all(len(line) <= index.INDEX_WIDTH for line in [header, *rows])
+    assert rows[0].startswith(f"p00_mnist/{a.name}") and "accuracy=" in rows[0]
 
 
 def test_markdown_lines_link_each_run(two_runs, capsys):
@@ -82,7 +91,9 @@ def test_markdown_lines_link_each_run(two_runs, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith(f"- [p00_mnist {a.name}](")
-    assert f"{a}): finished at step 4; accuracy=" in lines[0]
+    link = lines[0].split("](", 1)[1].split(")", 1)[0]
+    assert not link.startswith("/") and (index.REPO / link).resolve() == a.resolve()
+    assert "(local run, not in git): finished at step 4; accuracy=" in lines[0]
 
 
 def test_running_with_nothing_written_for_long_is_crashed(two_runs):
