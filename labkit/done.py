@@ -16,7 +16,12 @@ from labkit.utils.checks import print_table, run_checks
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labkit.done", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit.done",
+        description=__doc__.replace("``", "'"),
+        epilog="phases:\n" + "\n".join(f"  {p.name}  {p.title}" for p in PHASES.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("phase", choices=sorted(PHASES), help="which phase to check")
     args = parser.parse_args(argv)
     checks = run_checks(get_phase(args.phase).done.DONE_CHECKS)
