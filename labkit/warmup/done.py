@@ -1,4 +1,4 @@
-"""P00's "done when" checks (``python -m labkit.done p00``): each runs :func:`labkit.warmup.task.run`.
+"""P00's "done when" checks (``python -m labkit.done p00``), each a run of ``labkit.warmup.task``.
 
 (a) the overfit harness learns a fixed batch, (b) a run stopped and resumed equals one that ran
 straight (losses and weights), (c) the default config reaches the held-out accuracy target.
