@@ -87,7 +87,7 @@ class ActiveSetup:
     the loader every round is evaluated on; ``class_names``: P10's classes.
     """
 
-    cfg: dict  # the checked P40 config
+    cfg: dict  # the P40 config (``run`` checks it first)
     pool: Dataset
     heldout: DataLoader
     class_names: tuple[str, ...]
@@ -258,7 +258,8 @@ def train_round(
 
 
 def evaluate_round(setup: ActiveSetup, model: torch.nn.Module) -> dict[str, float]:
-    """The round's held-out scores: ``eval/map50``, ``eval/precision``, ``eval/recall``."""
+    """The round's held-out scores: ``eval/map50``, ``eval/ap50/<class>``, ``eval/precision``,
+    ``eval/recall`` (precision and recall at score ``eval.report_score``, IoU 0.5)."""
     scores = evaluate_detector(
         model, setup.heldout, setup.device, setup.num_classes, setup.class_names, setup.cfg["eval"]
     )
@@ -324,7 +325,7 @@ def run_loop(
         labeller: default :class:`SimulatedLabeller` (or per ``active.labelling``).
         round_cache: a dict shared by the loops of one seed: a (round, labelled set) already
             trained by another selector is reused (round 0 always is); not with warm starts.
-        should_stop: asked before each round; a reason (a signal's name, ``"stop_after"``)
+        should_stop: asked before each round; a reason it returns (e.g. ``"stop_after"``)
             stops the loop there (the state stays resumable) and becomes ``stopped_by``.
         on_round: called with the state after each finished round (progress bars).
 
