@@ -22,8 +22,9 @@ from labkit.utils.runs import RunResult
 
 # The comparison the checks run: p40_active's pool, budget and training, restricted to random
 # against entropy (max over detections), 3 seeds, 2 acquisition rounds of 60 frames after 40
-# initial ones (40 -> 160 labelled), 300 steps a round: 13 trainings (round 0 is shared);
-# measured 5.3 minutes on one CPU thread at load ~1 (315 s of CPU), 30 min on a busy machine.
+# initial ones (40 -> 160 labelled), 300 steps a round: 15 trainings (3 seeds x (3 + 2): each
+# seed's round 0 is shared); measured 5.3 minutes on one CPU thread at load ~1 (315 s of CPU),
+# 30 min on a busy machine.
 DONE_OVERRIDES = [
     "device=cpu",
     "active.selectors=[random, entropy]",
