@@ -46,6 +46,12 @@ from labkit.utils.runs import RunResult, checkpoint_resume_point
 from labkit.utils.schema import check_config
 from labkit.utils.seed import set_seed
 
+
+def check(cfg: dict) -> dict:
+    """``cfg`` checked against the phase's schema (types, ranges, choices); ``ConfigError`` if not."""
+    return check_config(cfg, Config)
+
+
 # ---------------------------------------------------------------------------------------------
 # The pieces (P40 builds its rounds from them): datasets (``dataset.build_datasets``), model,
 # optimizer and schedule, loss
@@ -196,11 +202,6 @@ class PredictionImages:
             self.images, preds, self.targets, self.setup.class_names, self.eval_cfg["report_score"]
         )
         logger.log_image("eval/predictions", grid, step)
-
-
-def check(cfg: dict) -> dict:
-    """``cfg`` checked against the phase's schema (types, ranges, choices); ``ConfigError`` if not."""
-    return check_config(cfg, Config)
 
 
 resume_point = checkpoint_resume_point  # a run continues from its newest checkpoint
