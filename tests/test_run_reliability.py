@@ -271,3 +271,29 @@ def test_non_finite_samples_stop_as_divergence_not_a_linalg_error():
     samples = torch.full((4, 1, 28, 28), float("inf"))
     with pytest.raises(TrainingDiverged, match="sample.guidance_scale"):
         judge_scores(SmallCNN(width=4).eval(), samples, None, torch.randn(8, 32))
+
+
+# ---------------------------------------------------------------------------------------------
+# P50: values the schema let through that crashed, and a success that was not one
+
+
+@pytest.mark.parametrize(
+    "config,override",
+    [("p50_splat2d", "data.size=10"), ("p50_splat3d", "data.size=8"),
+     ("p50_splat3d", "data.num_points=9")],
+)  # fmt: skip
+def test_p50_values_that_crash_at_step_0_are_refused(tmp_path, capsys, config, override):
+    assert train(tmp_path, config, override, "trainer.max_steps=2") == 2
+    err = capsys.readouterr().err
+    assert override.split("=")[0] in err and "Traceback" not in err
+    assert not list(tmp_path.rglob("config.yaml"))
+
+
+def test_p50_pruning_every_gaussian_is_not_success(tmp_path, capsys):
+    args = ["p50_splat2d", "densify.enabled=true", "densify.min_opacity=0.999", "data.size=32",
+            "model.num_gaussians=50", "trainer.max_steps=300", "trainer.ckpt_every=10"]  # fmt: skip
+    assert train(tmp_path, *args) == 2
+    err = capsys.readouterr().err
+    assert "prune all 50 Gaussians" in err and "densify.min_opacity" in err
+    (run_dir,) = (p.parent for p in tmp_path.rglob("config.yaml"))
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "diverged"

@@ -51,16 +51,18 @@ class ImageDataConfig(Section):
     """``data:`` of ``image2d``: which image, resized to ``size × size`` pixels."""
 
     image: Literal[IMAGES] = "astronaut"  # type: ignore[valid-type]
-    size: Annotated[int, Field(ge=8, le=512)] = 128  # centre-cropped to a square, then resized
+    # the SSIM window is 11 px wide: smaller images cannot be scored
+    size: Annotated[int, Field(ge=11, le=512)] = 128  # centre-cropped to a square, then resized
 
 
 class SceneDataConfig(Section):
     """``data:`` of ``scene3d``: the synthetic scene's cameras and sparse points."""
 
-    size: Annotated[int, Field(ge=8, le=256)] = 64  # square views, pixels
+    size: Annotated[int, Field(ge=11, le=256)] = 64  # square views, pixels (SSIM: 11 px window)
     num_train: Annotated[int, Field(ge=2, le=256)] = 24  # on two orbits (20° and 50° up)
     num_test: Annotated[int, Field(ge=1, le=64)] = 8  # held out, on an orbit between them
-    num_points: Annotated[int, Field(ge=4, le=20_000)] = 2000  # "SfM" points sampled on surfaces
+    # at least one point on every surface of the scene (fewer leaves a surface without any)
+    num_points: Annotated[int, Field(ge=10, le=20_000)] = 2000  # "SfM" points sampled on surfaces
     supersample: Annotated[int, Field(ge=1, le=8)] = 3  # rays per pixel side (antialiasing)
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from labkit.trainers.guards import TrainingDiverged
+
 __all__ = ["DensifyConfig", "GradientStats", "densify_and_prune", "replace_in_adam"]
 
 SPLIT_SCALE = 1.6  # 3DGS: children get scale / (0.8 · 2)
@@ -142,6 +144,14 @@ def densify_and_prune(
         children = _split_children(gaussians, tensors, split, generator, config.conserve_sum)
 
         keep = ~prune & ~split  # split parents are replaced by their children
+        if int(keep.sum()) + int(clone.sum()) + 2 * int(split.sum()) == 0:
+            raise TrainingDiverged(
+                f"Densification would prune all {num} Gaussians: every opacity is below "
+                f"densify.min_opacity={config.min_opacity:g} (the largest is "
+                f"{float(opacity.max()):.3g}), and an empty set renders only the background; "
+                f"the last checkpoint on disk is from before. Lower densify.min_opacity "
+                f"(default 0.005)"
+            )
         new = {
             k: torch.cat([v[keep], cloned[k], children[k]]).requires_grad_(True)
             for k, v in tensors.items()
