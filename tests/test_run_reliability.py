@@ -297,3 +297,17 @@ def test_p50_pruning_every_gaussian_is_not_success(tmp_path, capsys):
     assert "prune all 50 Gaussians" in err and "densify.min_opacity" in err
     (run_dir,) = (p.parent for p in tmp_path.rglob("config.yaml"))
     assert json.loads((run_dir / "status.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize(
+    "config,override",
+    [("p20_ddpm", "sample.seed=4294967296"), ("p30_dqn", "eval.seed=18000000000000"),
+     ("p00_mnist", "seed=4294967296")],
+)  # fmt: skip
+def test_every_seed_is_bounded_where_it_is_checked(config, override):
+    from labkit.registry import task_module
+    from labkit.utils.config import apply_overrides
+
+    cfg = apply_overrides(load_config(config), [override])
+    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+        task_module(cfg["phase"]).check(cfg)

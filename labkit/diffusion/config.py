@@ -16,6 +16,7 @@ from labkit.utils.schema import (
     Probability,
     RunConfig,
     Section,
+    Seed,
     TrainerConfig,
 )
 
@@ -92,7 +93,7 @@ class SampleConfig(Section):
     guidance_scale: NonNegativeFloat | None = 2.0  # w: 0 unconditional, 1 conditional, null none
     num_samples: Annotated[int, Field(ge=10, le=100_000)] = 100  # generated for each evaluation
     clip_x0: bool = True
-    seed: NonNegativeInt = 1234  # the fixed x_T of every evaluation: samples comparable over steps
+    seed: Seed = 1234  # the fixed x_T of every evaluation: samples comparable over steps
 
 
 class DiffusionEvalConfig(Section):

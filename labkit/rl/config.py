@@ -15,6 +15,7 @@ from labkit.utils.schema import (
     Probability,
     RunConfig,
     Section,
+    Seed,
     check_config,
 )
 
@@ -84,7 +85,7 @@ class RLEvalConfig(Section):
     solve_episodes: PositiveInt = 100
     solve_threshold: float = 475.0
     stop_when_solved: bool = True
-    seed: NonNegativeInt | None = None
+    seed: Seed | None = None
 
 
 class RLRunConfig(RunConfig):
