@@ -24,3 +24,14 @@ def test_a_finished_run_has_its_hparams_in_its_own_event_folder(tmp_path):
     metrics = {m.name.tag for m in experiment.experiment.metric_infos}
     assert "eval/accuracy" in metrics
     assert "eval/accuracy" in events.Tags()["scalars"]  # the metric the tab shows is logged
+
+
+def test_p00_logs_its_misclassified_digits_as_an_image(tmp_path):
+    assert main([*P00, "trainer.eval_every=2", "--device", "cpu", "--runs-dir", str(tmp_path)]) == 0
+    (run_dir,) = tmp_path.glob("*/*")
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert "eval/misclassified" in events.Tags()["images"]
+    steps = [image.step for image in events.Images("eval/misclassified")]
+    assert steps == [2, 4]
+    assert events.Images("eval/misclassified")[0].width > 300  # a grid with titles, readable

@@ -27,7 +27,7 @@ from labkit.utils.schema import check_config
 from labkit.utils.seed import set_seed
 from labkit.warmup.config import Config
 from labkit.warmup.data import ShiftCollate, load_mnist
-from labkit.warmup.evaluate import evaluate_classifier
+from labkit.warmup.evaluate import evaluate_classifier, misclassified_digits, misclassified_image
 from labkit.warmup.model import SmallCNN
 
 
@@ -113,6 +113,16 @@ def run(
     device = device or get_device(cfg["device"])
     set_seed(cfg["seed"], deterministic=cfg["deterministic"])
     setup = build(cfg, device)
+    options = trainer_options(cfg["trainer"], device, stop_after)
+
+    def show_mistakes(step: int, _out, logger) -> None:  # TensorBoard: "eval/misclassified"
+        every = options["eval_every"]
+        if run_dir is not None and ((every and step % every == 0) or step == options["max_steps"]):
+            # iterating a DataLoader draws its base seed from the global RNG: keep training's
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                wrong = misclassified_digits(setup.model, setup.eval_loader, device)
+            logger.log_image("eval/misclassified", misclassified_image(*wrong), step)
+
     result = train(
         setup.model,
         setup.optimizer,
@@ -126,7 +136,8 @@ def run(
         init_from=init_from,
         config=cfg,
         progress=progress,
-        **trainer_options(cfg["trainer"], device, stop_after),
+        after_step=show_mistakes,
+        **options,
     )
     summary = {
         "step": result.step,
