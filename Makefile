@@ -13,7 +13,7 @@ help:
 	@echo "setup     create .venv with torch for this GPU, requirements, labkit, Jupyter kernel"
 	@echo "test      unit tests + every notebook through nbval (smoke settings)"
 	@echo "unit      unit tests only            nbtest  notebooks only"
-	@echo "notebooks regenerate notebooks/*.ipynb from the reviewed .py sources"
+	@echo "notebooks build notebooks/*.ipynb from the .py sources (git-ignored; outputs kept)"
 	@echo "lint      ruff + black --check       format  black + import sorting"
 	@echo "tb        TensorBoard over runs/     lab     jupyter lab"
 	@echo "rerun     papermill rerun: make rerun NB=00_pytorch_warmup PARAMS='-p max_steps 3000'"
@@ -29,18 +29,19 @@ test: unit nbtest
 
 # Tests run single-threaded: their tiny models gain nothing from intra-op threads, and on a busy
 # 2-core machine torch's thread hand-offs can make a step 10x slower.
-unit:
+unit: notebooks
 	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
-# The .py files are the reviewed source; the paired .ipynb must match them (tests/test_notebooks.py).
+# The .py files are the source (and all git tracks); the .ipynb beside them are built from them.
 # The kernel draws as in Jupyter (inline); tests/test_papermill.py checks that the plots are there.
-nbtest:
+nbtest: notebooks
 	LABKIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=300 notebooks/*.ipynb
 
+# The .ipynb are git-ignored: built from the .py, with the outputs a learner saved kept (--update).
 # --set-kernel: every pair names the "Python (labkit)" kernel, so Jupyter opens it without asking.
 notebooks:
-	$(PY) -m jupytext --to ipynb --set-kernel labkit $(NOTEBOOKS)
+	$(PY) -m jupytext --quiet --update --to ipynb --set-kernel labkit $(NOTEBOOKS)
 
 lint:
 	bash scripts/lint.sh
@@ -51,10 +52,10 @@ format:
 tb:
 	bash scripts/run_tensorboard.sh
 
-lab:
+lab: notebooks
 	.venv/bin/jupyter lab notebooks
 
-rerun:
+rerun: notebooks
 	mkdir -p runs/notebooks
 	$(PY) -m papermill -k labkit --language python notebooks/$(NB).ipynb runs/notebooks/$(NB)-$$(date +%Y%m%d-%H%M%S).ipynb $(PARAMS)
 

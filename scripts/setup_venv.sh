@@ -20,4 +20,9 @@ echo "[setup] torch: $("$PYTHON" scripts/choose_torch.py --explain)"
 echo "[setup] labkit (editable) + its dependencies and extras (requirements.txt, constraints.txt)"
 "${PIP[@]}" -q -r requirements.txt
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name labkit --display-name "Python (labkit)" >/dev/null
+# A double-click on a notebooks/*.py opens it as a notebook (this venv's JupyterLab only).
+"$VENV/bin/jupytext-config" --settings-file "$VENV/etc/jupyter/labconfig/default_setting_overrides.json" \
+  set-default-viewer python >/dev/null
+echo "[setup] notebooks/*.ipynb from the .py sources"
+"$VENV/bin/python" -m jupytext --quiet --update --to ipynb --set-kernel labkit notebooks/[0-9]*.py
 "$VENV/bin/python" -c "import torch, torchvision, labkit; print('[setup] done: torch', torch.__version__, '| torchvision', torchvision.__version__, '| CUDA available:', torch.cuda.is_available())"

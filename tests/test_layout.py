@@ -128,7 +128,7 @@ def touched_places(name: str) -> dict[str, list[Path]]:
         "package": [LABKIT / phase.package / "task.py", LABKIT / phase.package / "done.py"],
         "registry entry": [LABKIT / "registry.py"],
         "config": [LABKIT / "configs" / f"{c}.yaml" for c in phase.configs],
-        "notebook": [phase.notebook_path, phase.notebook_path.with_suffix(".ipynb")],
+        "notebook": [phase.notebook_path],
         "tests": sorted((ROOT / "tests").glob(f"test_{phase.package}_*.py")),
         "roadmap row": [ROOT / "ROADMAP.md"],
         "issue template": sorted((ROOT / ".github" / "ISSUE_TEMPLATE").glob(f"{name}_*.md")),
