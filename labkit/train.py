@@ -2,7 +2,7 @@
 
 Loads the config, applies the overrides, checks every value against the phase's schema, makes
 the run folder ``runs/<experiment>/<YYYYmmdd-HHMMSS>_<name>_s<seed>/`` (resolved
-``config.yaml``, ``env.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/``) and calls ``run`` of
+``config.yaml``, ``env.json``, ``metrics.jsonl``, TensorBoard events, ``checkpoints/``) and calls ``run`` of
 the task module of the config's phase (``labkit.registry``), which seeds, builds and trains.
 
 ``--resume PATH`` continues a run exactly, in its own folder (a checkpoint outside a run folder

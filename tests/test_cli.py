@@ -45,7 +45,8 @@ def test_train_writes_the_run_folder(p00_run):
     runs, summary = p00_run
     run_dir = Path(summary["run_dir"])
     assert run_dir.parent == runs / "p00_mnist" and run_dir.name.endswith("_cnn_s0")
-    for name in ("config.yaml", "env.json", "metrics.jsonl", "tb", "checkpoints/step_00000006.pt"):
+    assert list(run_dir.glob("events.out.tfevents.*"))  # in the folder: TensorBoard labels it so
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "checkpoints/step_00000006.pt"):
         assert (run_dir / name).exists(), name
     env = json.loads((run_dir / "env.json").read_text())
     assert {"torch", "device", "git_commit", "seed"} <= set(env)

@@ -53,7 +53,7 @@ def test_run_trains_evaluates_and_logs(tmp_path):
     assert 0.0 <= evaluation["eval/map50"] <= 1.0
     assert setup.class_names == ("circle", "square", "triangle")
     assert (tmp_path / "checkpoints").is_dir()
-    assert any((tmp_path / "tb").iterdir())  # scalars and the prediction grid
+    assert list(tmp_path.glob("events.out.tfevents.*"))  # scalars and the prediction grid
 
 
 def test_backbone_frozen_until_unfreeze_at():

@@ -108,7 +108,7 @@ def test_run_writes_checkpoints_with_the_ema(tiny_run):
 def test_sample_grids_go_to_tensorboard(tiny_run):
     accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     _, run_dir, _ = tiny_run
-    events = accumulator.EventAccumulator(str(run_dir / "tb"))
+    events = accumulator.EventAccumulator(str(run_dir))
     events.Reload()
     grids = events.Images("samples/ema")
     assert [g.step for g in grids] == [2, 4]  # one per evaluation, from the same fixed x_T

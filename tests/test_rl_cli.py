@@ -47,7 +47,7 @@ def test_cli_dqn_writes_a_complete_run_folder(dqn_run):
     assert dqn_run["env_steps"] == 300 and dqn_run["updates"] == 128  # one burst, at step 256
     for name in ("config.yaml", "env.json", "metrics.jsonl", "checkpoints/step_00000300.pt"):
         assert (run_dir / name).is_file(), name
-    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert list(run_dir.glob("events.out.tfevents.*"))
 
 
 def test_cli_resume_from_a_run_folder_continues(dqn_run):

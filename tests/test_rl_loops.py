@@ -118,7 +118,7 @@ def test_run_folder_has_metrics_and_tensorboard(tmp_path):
         {**PG_TINY, "trainer": {**PG_TINY["trainer"], "max_episodes": 2}}, tmp_path, progress=False
     )
     assert (tmp_path / "metrics.jsonl").stat().st_size > 0
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert list(tmp_path.glob("events.out.tfevents.*"))
 
 
 def test_unknown_config_key_fails_loudly():

@@ -121,7 +121,7 @@ def test_a_run_writes_config_metrics_checkpoints_and_tensorboard(cli_run):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(cli_run / "tb"))
+    events = EventAccumulator(str(cli_run))
     events.Reload()
     assert IMAGE_TAG in events.Tags()["images"] and "eval/psnr" in events.Tags()["scalars"]
 

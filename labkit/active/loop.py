@@ -319,7 +319,7 @@ def run_loop(
 
     Args:
         setup: the comparison's config, pool, held-out set and device (:class:`ActiveSetup`).
-        folder: where ``state.json``, ``metrics.jsonl``, ``rounds.jsonl`` and ``tb/`` go
+        folder: where ``state.json``, ``metrics.jsonl``, ``rounds.jsonl`` and the TensorBoard events go
             (``None``: nothing written).
         resume: continue the ``state.json`` in ``folder`` (without: a state there is an error).
         labeller: default :class:`SimulatedLabeller` (or per ``active.labelling``).

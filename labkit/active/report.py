@@ -5,7 +5,7 @@
     run_dir/curves.json    mean ± std curves (mAP@0.5 and recall), AUCs, labels saved, gap tests
     run_dir/curves.png     the mean curves with their seed bands
     run_dir/metrics.jsonl  the mean curves, one row per labelled count (see write_curves)
-    run_dir/tb/            the same as TensorBoard scalars, x: labelled frames
+    run_dir/events.out.*   the same as TensorBoard scalars, x: labelled frames
 
 :func:`load_comparison` reads a finished run folder back without running anything (the
 notebook). The arithmetic (AUC, the gap test) lives in ``labkit.active.curves``.
@@ -21,7 +21,7 @@ from typing import Any
 from labkit.active.curves import format_table, gap_test, plot_curves, summarise
 from labkit.active.loop import LoopState
 from labkit.utils.config import load_config
-from labkit.utils.logging import get_writer, json_safe
+from labkit.utils.logging import EVENTS_DIR, get_writer, json_safe
 
 __all__ = ["Comparison", "write_report", "write_curves", "load_comparison"]
 
@@ -38,7 +38,7 @@ class Comparison:
 
 def write_report(comparison: Comparison, run_dir: Path, step: int) -> None:
     """Curves, gap tests and the table of a finished comparison (into ``comparison``), and
-    ``curves.json``, ``curves.png`` and the mean curves (``metrics.jsonl``, ``tb/``) in ``run_dir``.
+    ``curves.json``, ``curves.png`` and the mean curves (``metrics.jsonl``, TensorBoard events) in ``run_dir``.
     """
     from matplotlib.figure import Figure
 
@@ -77,7 +77,7 @@ def write_curves(summary: dict, run_dir: Path, step: int) -> None:
     tmp = run_dir / ".metrics.jsonl.tmp"
     tmp.write_text("".join(json.dumps(json_safe(row)) + "\n" for row in rows))
     tmp.replace(run_dir / "metrics.jsonl")
-    writer = get_writer(run_dir / "tb")
+    writer = get_writer(run_dir / EVENTS_DIR)
     try:
         for row in rows:
             for key, value in row.items():

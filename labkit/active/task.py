@@ -7,10 +7,10 @@
 
     run_dir/
       config.yaml env.json         (written by the CLI; config.resume<N>.yaml on a resume)
-      loops/<selector>_s<seed>/    state.json (what a resume continues), metrics.jsonl + tb/
+      loops/<selector>_s<seed>/    state.json (what a resume continues), metrics.jsonl + events
                                    (x: labelled frames), rounds.jsonl (chosen ids, scores)
       curves.json curves.png       mean ± std curves, AUCs, labels saved, the gap test
-      metrics.jsonl tb/            the mean curves (labkit.active.report)
+      metrics.jsonl events         the mean curves (labkit.active.report)
 
 No checkpoints: every round retrains from scratch, so the loops' ``state.json`` files are the
 whole state, and :func:`resume_point` reads them. ``python -m labkit.train p40_active`` (and its

@@ -111,7 +111,7 @@ def run_fit(
             evaluation); the means' learning rate still decays over ``fit.steps``.
         eval_at_start: also evaluate a fresh fit before its first step (a lab run's step 0).
         log_every: a ``train/*`` row every this many steps (0: only after the last).
-        run_dir: where ``metrics.jsonl``, ``tb/`` and ``checkpoints/`` go (None: nothing is
+        run_dir: where ``metrics.jsonl``, TensorBoard events and ``checkpoints/`` go (None: nothing is
             written); ``config``: the run's config, saved in every checkpoint.
         ckpt_every: with a ``run_dir``, a checkpoint every this many steps (0: only at the end).
         log_images: log the target and the render side by side at each evaluation.

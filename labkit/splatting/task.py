@@ -109,7 +109,7 @@ def run(
     """Check, seed, build and fit ``cfg`` (a partial config is laid over its kind's YAML).
 
     Args:
-        run_dir: folder for metrics.jsonl, tb/ and checkpoints/ (``None``: nothing written).
+        run_dir: folder for metrics.jsonl, TensorBoard events and checkpoints/ (``None``: nothing written).
         device: must be the CPU (or None): the rasterisers are CPU code.
         resume_from: a checkpoint of this run (file, run folder or :class:`Checkpoint`); the fit
             continues bitwise identically.

@@ -50,7 +50,7 @@ class LoopPlumbing:
     """Signals, the run's :class:`MetricsLogger`, a tqdm bar and a "not twice for one step" guard.
 
     Args:
-        run_dir: where ``metrics.jsonl`` and ``tb/`` go (``None``: nothing is written).
+        run_dir: where ``metrics.jsonl`` and the TensorBoard events go (``None``: nothing is written).
         total, initial: the bar's length and start (a resumed loop starts where it stopped).
         desc: the bar's label; ``unit``: what one step counts (``"step"``, ``"env-step"``).
         progress: show the bar (False in tests and done checks).

@@ -227,7 +227,7 @@ def train(
         loss_fn: ``loss_fn(model, batch) -> loss`` or ``(loss, parts)``; ``batch`` is on ``device``.
         amp: from ``labkit.utils.device.amp_policy``; fp16 brings a GradScaler.
         grad_clip: clip the global gradient L2 norm to this value (``None``: measure only).
-        run_dir: where ``metrics.jsonl``, ``tb/`` and ``checkpoints/`` go; ``None`` writes nothing.
+        run_dir: where ``metrics.jsonl``, TensorBoard events and ``checkpoints/`` go; ``None`` writes nothing.
         ckpt_every: checkpoint every N steps (and always at the end and on Ctrl-C / SIGTERM).
         eval_every: call ``eval_fn(model)`` every N steps and at the end; keys get ``eval/``.
         resume_from: a checkpoint file (or a :class:`Checkpoint` already read) to continue

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EVENTS_DIR = "tb"  # TensorBoard events go in <run_dir>/tb
+EVENTS_DIR = "."  # TensorBoard events go in the run folder itself: TensorBoard labels the run by it
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -2,7 +2,7 @@
 
 Every headless run gets ``runs/<experiment>/<YYYYmmdd-HHMMSS>_<name>_s<seed>/`` holding the
 resolved ``config.yaml``, ``env.json`` (versions, device, git commit, seed), ``status.json``
-(running, finished, stopped, diverged, failed), ``metrics.jsonl``, TensorBoard events in ``tb/``
+(running, finished, stopped, diverged, failed), ``metrics.jsonl``, TensorBoard events (``events.out.tfevents.*``, in the folder itself)
 and ``checkpoints/`` (or a phase's own loop state, e.g. P40's ``loops/``). The CLI
 (``labkit.train``) creates the folder, writes its description and status files, and decides
 whether an interrupted or failed run's folder stays; the index (``labkit.runs``) reads them back;
