@@ -6,7 +6,14 @@ import re
 import pytest
 
 from labkit.utils.config import ConfigError
-from labkit.utils.notebook import Param, ParameterError, check_parameters, notebook_run_dir
+from labkit.utils.notebook import (
+    Param,
+    ParameterError,
+    check_parameters,
+    matching_run,
+    notebook_run_dir,
+    save_settings,
+)
 
 SPEC = {
     "steps": Param(int, low=1),
@@ -77,3 +84,16 @@ def test_ipython_shows_the_message_alone():
 def test_descriptions():
     assert SPEC["full_run"].describe() == "'auto', 'none' or a run folder"
     assert SPEC["seeds"].describe() == "a list of at least 1 values, each an int >= 0"
+
+
+def test_a_result_is_reused_only_with_exactly_its_settings(tmp_path):
+    settings = {"trainer": {"max_steps": 80, "lr": 3e-4}, "active": {"seeds": [0, 1, 2]}}
+    assert matching_run(tmp_path, settings, "short") is None
+    old = notebook_run_dir("p40_active_notebook", 0, root=tmp_path) / "short"
+    old.mkdir()
+    assert matching_run(tmp_path / "p40_active_notebook", settings, "short") is None  # unfinished
+    save_settings(old, settings)
+    assert matching_run(tmp_path / "p40_active_notebook", settings, "short") == old
+    changed = {**settings, "trainer": {"max_steps": 40, "lr": 3e-4}}  # -p short_steps 40
+    assert matching_run(tmp_path / "p40_active_notebook", changed, "short") is None
+    assert matching_run(tmp_path / "p40_active_notebook", {**settings, "seed": 1}, "short") is None

@@ -11,6 +11,10 @@ traceback::
         {"steps": steps, "lr": lr, "mode": mode},
         {"steps": Param(int, low=1), "lr": Param(float, low=0, low_open=True), "mode": Param(str, choices=("a", "b"))},
     )
+
+A result that took minutes may be reused by a later "Run all" only when its settings match
+exactly: :func:`save_settings` records them beside a finished result, :func:`matching_run` finds
+one made with the same settings (the notebook then says which folder it reused).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from labkit.utils.config import ConfigError
 from labkit.utils.runs import RUNS_DIR, make_run_dir
@@ -130,3 +136,29 @@ def check_parameters(values: dict[str, Any], spec: dict[str, Param]) -> None:
             + ". Give them in the parameters cell or as papermill's -p NAME VALUE "
             "(-y 'NAME: [1, 2]' for a list), then run all again."
         )
+
+
+def save_settings(folder: str | Path, settings: dict) -> None:
+    """Write ``settings`` as ``<folder>/config.yaml`` once a result in ``folder`` is complete: what
+    :func:`matching_run` compares a later "Run all"'s settings with."""
+    tmp = Path(folder) / ".config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(settings, sort_keys=False))
+    tmp.replace(Path(folder) / "config.yaml")  # atomic: a cut run leaves no half-written file
+
+
+def matching_run(root: str | Path, settings: dict, sub: str = "") -> Path | None:
+    """The newest earlier result made with exactly these ``settings``, or None.
+
+    Looks at ``<root>/*/<sub>/config.yaml`` (written by :func:`save_settings` when the result was
+    complete) and returns the newest folder ``<root>/<run>/<sub>`` whose settings equal
+    ``settings`` key for key (a changed step count, seed or size never matches).
+    """
+    wanted = yaml.safe_load(yaml.safe_dump(settings))  # the types a YAML round trip gives
+    for config in sorted(Path(root).glob(f"*/{sub}/config.yaml" if sub else "*/config.yaml"))[::-1]:
+        try:
+            saved = yaml.safe_load(config.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if saved == wanted:
+            return config.parent
+    return None
