@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python (labkit)
+#     language: python
+#     name: labkit
+# ---
+
 # %% [markdown]
 # # P20 — A mini DDPM: from noise to digits
 #

@@ -79,6 +79,23 @@ def test_a_jupyter_round_trip_leaves_the_source_unchanged(tmp_path):
     assert any(c.get("outputs") for c in saved["cells"])  # the outputs went to the .ipynb
 
 
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_built_ipynb_opens_in_jupyter(source, tmp_path):
+    """The .py names the kernel in its header, as the built .ipynb does: otherwise Jupytext
+    refuses to open an .ipynb newer than its differing .py ("is more recent than")."""
+    from jupytext import TextFileContentsManager
+
+    assert jupytext.read(source).metadata.get("kernelspec", {}).get("name") == "labkit"
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    shutil.copy(source, tmp_path / source.name)
+    subprocess.run(
+        [sys.executable, "-m", "jupytext", "--quiet", "--to", "ipynb", "--set-kernel", "labkit",
+         source.name], cwd=tmp_path, check=True,
+    )  # fmt: skip
+    model = TextFileContentsManager(root_dir=str(tmp_path)).get(source.with_suffix(".ipynb").name)
+    assert model["type"] == "notebook" and model["content"].cells
+
+
 def test_setup_makes_jupytext_the_default_viewer_of_py_files():
     settings = Path(sys.prefix) / "etc/jupyter/labconfig/default_setting_overrides.json"
     if not settings.is_file():
