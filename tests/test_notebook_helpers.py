@@ -84,6 +84,9 @@ def test_ipython_shows_the_message_alone():
 def test_descriptions():
     assert SPEC["full_run"].describe() == "'auto', 'none' or a run folder"
     assert SPEC["seeds"].describe() == "a list of at least 1 values, each an int >= 0"
+    pair = Param(list, item=int, low=1, min_len=2, max_len=2)
+    assert pair.describe() == "a list of 2 values, each an int >= 1"
+    assert pair.accepts((1, 4000)) and not pair.accepts((1, 2, 3)) and not pair.accepts([0, 5])
 
 
 def test_a_result_is_reused_only_with_exactly_its_settings(tmp_path):

@@ -54,8 +54,8 @@ class Param:
     """What one notebook parameter takes.
 
     ``kind``: ``int``, ``float`` (an int is accepted), ``bool``, ``str`` or ``list`` (then
-    ``item`` is the type of its elements and ``low``/``high`` bound each element, ``min_len`` its
-    length). ``low``/``high``: inclusive bounds (``low_open``: strictly above ``low``).
+    ``item`` is the type of its elements and ``low``/``high`` bound each element, ``min_len`` and
+    ``max_len`` its length; a tuple is accepted too). ``low``/``high``: inclusive bounds (``low_open``: strictly above ``low``).
     ``choices``: the allowed values; with ``other`` a description of what else is allowed
     (e.g. ``"a run folder"``), any other string passes too.
     """
@@ -68,6 +68,7 @@ class Param:
     other: str | None = None
     item: type | None = None
     min_len: int = 0
+    max_len: int | None = None
 
     def describe(self) -> str:
         """What the parameter takes, in words: ``an int >= 1``, ``"auto", "none" or a folder``."""
@@ -83,8 +84,12 @@ class Param:
             bounds.append(f"<= {self.high:g}")
         text = name + (" " + " and ".join(bounds) if bounds else "")
         if self.kind is list:
-            at_least = f"at least {self.min_len} " if self.min_len else ""
-            return f"a list of {at_least}values, each {text}"
+            if self.max_len == self.min_len:
+                count = f"{self.min_len} "
+            else:
+                count = f"at least {self.min_len} " if self.min_len else ""
+                count += f"at most {self.max_len} " if self.max_len is not None else ""
+            return f"a list of {count}values, each {text}"
         return text
 
     def accepts(self, value: Any) -> bool:
@@ -94,6 +99,8 @@ class Param:
             return False
         if self.kind is list:
             if not isinstance(value, (list, tuple)) or len(value) < self.min_len:
+                return False
+            if self.max_len is not None and len(value) > self.max_len:
                 return False
             element = Param(self.item, self.low, self.high, self.low_open)
             return all(element.accepts(v) for v in value)
