@@ -7,12 +7,14 @@ PHASE ?= p00
 # No MPLBACKEND here: exported, it would reach the Jupyter kernels of `make lab` and `make rerun`
 # and turn every plot into text. Only the unit tests draw headless (Agg).
 
-.PHONY: help setup test unit nbtest notebooks lint format tb lab rerun done bench doctor runs clean
+.PHONY: help setup test unit nbtest nbfull notebooks lint format tb lab rerun done bench doctor runs reference clean
 
 help:
 	@echo "setup     create .venv with torch for this GPU, requirements, labkit, Jupyter kernel"
 	@echo "test      unit tests + every notebook through nbval (smoke settings)"
 	@echo "unit      unit tests only            nbtest  notebooks only"
+	@echo "nbfull    every notebook's default Run all (papermill); fails on CLAIM FAILED; wall times"
+	@echo "reference retrain labkit/reference/ (P10 detector, P20 U-Net + EMA, P20 judge; ~1 h CPU)"
 	@echo "notebooks build notebooks/*.ipynb from the .py sources (git-ignored; outputs kept)"
 	@echo "lint      ruff + black --check       format  black + import sorting"
 	@echo "tb        TensorBoard over runs/     lab     jupyter lab"
@@ -37,6 +39,16 @@ unit: notebooks
 nbtest: notebooks
 	LABKIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=300 notebooks/*.ipynb
+
+# A learner's "Run all" of every notebook (no smoke flag, one thread, offline) into runs/notebooks/;
+# fails on any output line starting "CLAIM FAILED" or with fewer than 6 checked claims. ONLY="20_diffusion_mini ...": some.
+nbfull: notebooks
+	OMP_NUM_THREADS=1 $(PY) scripts/nbfull.py $(ONLY)
+
+# The reference checkpoints that ship in labkit/reference/ (default configs, CPU, one thread):
+# trained in a temporary runs folder, stored as fp16, measured, described in provenance.json.
+reference:
+	OMP_NUM_THREADS=1 $(PY) scripts/make_reference.py
 
 # The .ipynb are git-ignored: built from the .py, with the outputs a learner saved kept (--update).
 # --set-kernel: every pair names the "Python (labkit)" kernel, so Jupyter opens it without asking.
