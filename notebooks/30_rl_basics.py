@@ -97,8 +97,20 @@ from labkit.rl.render import cartpole_frame, encode_gif, episode_frames, play_ep
 from labkit.rl.task import FAILURE_MODES, eval_curves, run_failure_mode, run_seeds
 from labkit.utils.config import apply_overrides, load_config
 from labkit.utils.exercise import Case, check_exercise
+from labkit.utils.notebook import Param, check_parameters
 from labkit.utils.runs import make_run_dir
 
+pair = Param(list, item=int, low=0, min_len=2, max_len=2)  # (seed, budget)
+check_parameters(  # papermill's -p values, checked before anything runs: one clear message
+    dict(smoke=smoke, full=full, seeds=seeds, dqn_env_steps=dqn_env_steps, pg_episodes=pg_episodes,
+         quick_seeds=quick_seeds, quick_dqn_failure=quick_dqn_failure,
+         quick_pg_failure=quick_pg_failure, dqn_eval_every=dqn_eval_every,
+         pg_eval_every=pg_eval_every),
+    dict(smoke=Param(bool), full=Param(bool), seeds=Param(list, item=int, low=0, min_len=1),
+         dqn_env_steps=Param(int, low=1), pg_episodes=Param(int, low=1),
+         quick_seeds=Param(list, item=int, low=0, min_len=1), quick_dqn_failure=pair,
+         quick_pg_failure=pair, dqn_eval_every=Param(int, low=1), pg_eval_every=Param(int, low=1)),
+)  # fmt: skip
 smoke = smoke or os.environ.get("LABKIT_SMOKE") == "1"
 if smoke:
     full, seeds, quick_seeds = False, [1, 2], [1, 2]
