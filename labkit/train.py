@@ -121,7 +121,7 @@ def resume_config(
             )
     before = task.check(saved)
     cfg = task.check(apply_overrides(saved, overrides))
-    refused = refused_resume_changes(before, cfg, point.step)
+    refused = refused_resume_changes(before, cfg, point.step, point.budget_keys)
     if refused:
         raise ConfigError(
             f"A resume continues the run exactly, so these overrides are refused: "

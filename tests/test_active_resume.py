@@ -109,9 +109,9 @@ def test_resume_point_refuses_without_writing(tmp_path):
     newer.write_text(yaml.safe_dump(tiny_cfg("trainer.max_steps=3"), sort_keys=False))
     os.utime(newer, ns=(2**62, 2**62))  # certainly the newest
     before = tree(run_dir)
-    with pytest.raises(ConfigError, match="belongs to another experiment"):
+    with pytest.raises(ConfigError, match="was made with other settings"):
         resume_point(run_dir)
-    with pytest.raises(ConfigError, match="belongs to another experiment"):
+    with pytest.raises(ConfigError, match="was made with other settings"):
         run(tiny_cfg("trainer.max_steps=3"), run_dir, CPU, resume_from=run_dir, progress=False)
     assert tree(run_dir) == before  # refused before anything was written
 

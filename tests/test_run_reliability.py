@@ -311,3 +311,54 @@ def test_every_seed_is_bounded_where_it_is_checked(config, override):
     cfg = apply_overrides(load_config(config), [override])
     with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
         task_module(cfg["phase"]).check(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# P40 through the CLI: refused resumes touch nothing, manual labelling can be continued
+
+P40 = ["p40_active", "data.image_size=32", "data.val_images=4", "model.head_channels=16",
+       "trainer.max_steps=2", "optim.warmup_steps=1", "active.pool.num_images=24",
+       "active.initial_labelled=4", "active.k=3", "active.rounds=2", "active.seeds=[0]",
+       "active.selectors=[random]", "optim.scheduler=none"]  # fmt: skip
+
+
+def test_a_refused_p40_resume_touches_no_file(tmp_path, capsys):
+    assert train(tmp_path, *P40) == 0
+    (run_dir,) = (p.parent for p in tmp_path.rglob("config.yaml"))
+    before = snapshot(run_dir)
+    # each round retrains for trainer.max_steps: growing it would change every round
+    assert train(tmp_path, "--resume", str(run_dir), "trainer.max_steps=20") == 2
+    assert "trainer.max_steps 2 -> 20" in capsys.readouterr().err
+    # a loop made with other settings: the message names the key, not the whole settings dict
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 0.002", "lr: 0.003"))
+    before = snapshot(run_dir)
+    assert train(tmp_path, "--resume", str(run_dir)) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr: 0.002 there, 0.003 now" in err and len(err) < 600
+    assert snapshot(run_dir) == before
+
+
+def test_manual_labelling_keeps_the_run_and_continues_it(tmp_path, capsys):
+    from labkit.active import task as p40
+    from labkit.utils.config import apply_overrides
+
+    args = [*P40, "active.labelling=manual"]
+    assert train(tmp_path, *args) == 2
+    (run_dir,) = (p.parent for p in tmp_path.rglob("config.yaml"))
+    assert f"--resume {run_dir}" in capsys.readouterr().err
+    cfg = p40.check(apply_overrides(load_config("p40_active"), args[1:]))
+    pool = p40.build_pool(cfg)
+    for _ in range(4):  # the person answers each request with the true boxes
+        folder = run_dir / "loops" / "random_s0"
+        asked = json.loads((folder / "to_label.json").read_text())["ids"]
+        labels_file = folder / "labels.json"
+        known = json.loads(labels_file.read_text()) if labels_file.exists() else {}
+        for i in asked:
+            target = pool[i][1]
+            known[str(i)] = {"boxes": target["boxes"].tolist(), "labels": target["labels"].tolist()}
+        labels_file.write_text(json.dumps(known))
+        if train(tmp_path, "--resume", str(run_dir)) == 0:
+            break
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "finished" and (run_dir / "curves.json").is_file()

@@ -54,9 +54,11 @@ class ManualLabeller:
         if missing:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / "to_label.json").write_text(json.dumps({"ids": missing}))
+            run_dir = self.folder.parent.parent  # <run>/loops/<selector>_s<seed>
             raise LabelsPending(
                 f"{len(missing)} frames need labels: their ids are in {self.folder / 'to_label.json'}. "
-                f"Add their boxes to {self.labels_file} and run again with resume."
+                f"Add their boxes to {self.labels_file}, then continue the run: "
+                f"python -m labkit.train --resume {run_dir}"
             )
         return {
             i: {

@@ -63,6 +63,7 @@ from labkit.trainers.supervised_trainer import TrainResult, train, trainer_optio
 from labkit.utils.checkpoint import CheckpointError
 from labkit.utils.config import ConfigError
 from labkit.utils.logging import MetricsLogger
+from labkit.utils.runs import flatten
 from labkit.utils.seed import set_seed
 
 __all__ = [
@@ -169,9 +170,15 @@ def loop_folder(run_dir: str | Path, selector: str, seed: int) -> Path:
 
 def _check_state(state: LoopState, path: Path, selector: str, seed: int, settings: dict) -> None:
     if (state.selector, state.seed, state.settings) != (selector, seed, settings):
+        saved, now = flatten(state.settings), flatten(settings)
+        keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        differ = "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in keys[:6])
+        more = f" (and {len(keys) - 6} more)" if len(keys) > 6 else ""
+        if (state.selector, state.seed) != (selector, seed):
+            differ = f"it is loop {state.selector} seed {state.seed}, not {selector} seed {seed}"
         raise ConfigError(
-            f"{path} belongs to another experiment (selector {state.selector}, seed "
-            f"{state.seed}, settings {state.settings}); resume with the config that made it."
+            f"{path} was made with other settings: {differ}{more}. Resume with the config "
+            f"that made it (--resume RUN alone uses it)."
         )
 
 

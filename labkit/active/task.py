@@ -115,12 +115,16 @@ def resume_point(path: str | Path) -> ResumePoint:
         )
     config = saved_config(run_dir)
     states = saved_loops(run_dir, check(config))
+    if not states and list(run_dir.glob("loops/*/to_label.json")):  # waiting for a person's labels
+        return ResumePoint(run_dir, config, 0, run_dir, budget_keys=())
     if not states:
         raise CheckpointError(
             f"'{run_dir}' holds no finished round (no loops/*/state.json): nothing to resume; "
             f"start a new run with its config."
         )
-    return ResumePoint(run_dir, config, sum(s.rounds_done for s in states.values()), run_dir)
+    rounds = sum(s.rounds_done for s in states.values())
+    # every round retrains for trainer.max_steps: no key grows this run, so none may change
+    return ResumePoint(run_dir, config, rounds, run_dir, budget_keys=())
 
 
 # ---------------------------------------------------------------------------------------------

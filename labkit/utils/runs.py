@@ -146,6 +146,15 @@ def run_folder_of(checkpoint: Path) -> Path | None:
     return None
 
 
+# Keys a resume may change: where and how often things are written, never the math.
+RESUME_MAY_CHANGE = (
+    "device", "name", "torch_threads", "data.num_workers", "eval.log_images",
+    "trainer.log_every", "trainer.eval_every", "trainer.ckpt_every", "trainer.keep_last",
+    "trainer.profile_memory",
+)  # fmt: skip
+BUDGET_KEYS = ("trainer.max_steps", "trainer.max_env_steps", "trainer.max_episodes")
+
+
 @dataclass
 class ResumePoint:
     """Where a run stopped, read without writing anything (a phase's ``resume_point(path)``).
@@ -154,13 +163,17 @@ class ResumePoint:
     so the continuation gets a new one); ``config``: the config the run was made with (after a
     resume, its newest); ``step``: how far it got, in the unit of its ``metrics.jsonl`` rows;
     ``resume_from``: what the phase's ``run(..., resume_from=...)`` takes (a checkpoint, or the
-    run folder when the phase keeps its own loop state there).
+    run folder when the phase keeps its own loop state there); ``budget_keys``: the config keys
+    a resume may grow (:func:`refused_resume_changes`).
     """
 
     run_dir: Path | None
     config: dict
     step: int
     resume_from: Any
+    # the keys whose growth continues this run (a phase whose budget is not a step count, e.g.
+    # P40, where trainer.max_steps is each round's training, lists none)
+    budget_keys: tuple[str, ...] = BUDGET_KEYS
 
 
 def checkpoint_resume_point(path: str | Path) -> ResumePoint:
@@ -273,15 +286,6 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
     return len(lines) - len(kept)
 
 
-# Keys a resume may change: where and how often things are written, never the math.
-RESUME_MAY_CHANGE = (
-    "device", "name", "torch_threads", "data.num_workers", "eval.log_images",
-    "trainer.log_every", "trainer.eval_every", "trainer.ckpt_every", "trainer.keep_last",
-    "trainer.profile_memory",
-)  # fmt: skip
-BUDGET_KEYS = ("trainer.max_steps", "trainer.max_env_steps", "trainer.max_episodes")
-
-
 def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     flat = {}
@@ -293,7 +297,9 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def refused_resume_changes(saved: dict, new: dict, step: int) -> list[str]:
+def refused_resume_changes(
+    saved: dict, new: dict, step: int, budget_keys: tuple[str, ...] = BUDGET_KEYS
+) -> list[str]:
     """Why ``new`` cannot continue a run made with ``saved`` at ``step`` (empty: it can).
 
     The rule: keys that don't change the math (:data:`RESUME_MAY_CHANGE`) may change; a budget
@@ -306,14 +312,14 @@ def refused_resume_changes(saved: dict, new: dict, step: int) -> list[str]:
         old, value = before.get(key), after.get(key)
         if old == value or key in RESUME_MAY_CHANGE:
             continue
-        if key in BUDGET_KEYS and isinstance(value, int) and value > step:
+        if key in budget_keys and isinstance(value, int) and value > step:
             if after.get("optim.scheduler", "none") == "none":
                 continue
             reasons.append(
                 f"{key} {old} -> {value} (the {after['optim.scheduler']} LR schedule was laid "
                 f"out over {old} steps; stretching it would change every later step)"
             )
-        elif key in BUDGET_KEYS:
+        elif key in budget_keys:
             reasons.append(f"{key} {old} -> {value} (the run is already at step {step})")
         else:
             reasons.append(f"{key} {old!r} -> {value!r}")
