@@ -302,7 +302,8 @@ def test_p50_pruning_every_gaussian_is_not_success(tmp_path, capsys):
 @pytest.mark.parametrize(
     "config,override",
     [("p20_ddpm", "sample.seed=4294967296"), ("p30_dqn", "eval.seed=18000000000000"),
-     ("p00_mnist", "seed=4294967296")],
+     ("p00_mnist", "seed=4294967296"), ("p40_active", "active.pool.seed=4294967296"),
+     ("p40_active", "active.seeds=[0, 4294967296]"), ("p10_detection", "data.val_seed=4294967296")],
 )  # fmt: skip
 def test_every_seed_is_bounded_where_it_is_checked(config, override):
     from labkit.registry import task_module

@@ -25,6 +25,7 @@ from labkit.utils.schema import (
     Probability,
     RunConfig,
     Section,
+    Seed,
     TrainerConfig,
 )
 
@@ -43,7 +44,7 @@ class PoolConfig(Section):
     burst: PositiveInt = 3
     jitter: NonNegativeFloat = 0.03
     rare_max_objects: PositiveInt = 3
-    seed: NonNegativeInt = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _shares(self):
@@ -58,7 +59,7 @@ class ActiveConfig(Section):
     """``active:`` — the comparison (see p40_active.yaml for each key's meaning)."""
 
     selectors: Annotated[list[SelectorName], Field(min_length=1)]
-    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] = [0, 1, 2]
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0, 1, 2]
     rounds: NonNegativeInt = 3
     initial_labelled: PositiveInt = 40
     k: PositiveInt = 60

@@ -15,6 +15,7 @@ from labkit.utils.schema import (
     Probability,
     RunConfig,
     Section,
+    Seed,
     TrainerConfig,
 )
 
@@ -34,8 +35,8 @@ class DetectionDataConfig(Section):
     max_objects: PositiveInt = 4
     train_images: PositiveInt = 4000
     val_images: PositiveInt = 200
-    train_seed: NonNegativeInt = 0
-    val_seed: NonNegativeInt = 1
+    train_seed: Seed = 0
+    val_seed: Seed = 1
     # voc only
     root: str = "data"
     train_split: Literal["train", "val", "trainval"] = "train"
