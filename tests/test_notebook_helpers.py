@@ -1,7 +1,9 @@
 """labkit.utils.notebook: a fresh run folder for every "Run all", and papermill parameters checked
 with one clear message (what `-p steps abc` or `-p steps -5` must print)."""
 
+import ast
 import re
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +102,25 @@ def test_a_result_is_reused_only_with_exactly_its_settings(tmp_path):
     changed = {**settings, "trainer": {"max_steps": 40, "lr": 3e-4}}  # -p short_steps 40
     assert matching_run(tmp_path / "p40_active_notebook", changed, "short") is None
     assert matching_run(tmp_path / "p40_active_notebook", {**settings, "seed": 1}, "short") is None
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+CHECKED = [
+    "00_pytorch_warmup",
+    "30_rl_basics",
+    "40_active_learning_detection",
+    "50_gaussian_splatting_tiny",
+]
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_every_parameter_of_the_notebook_is_checked(name):
+    """Each name the ``parameters`` cell sets is in the notebook's ``check_parameters`` call
+    (a new parameter without a check would let ``-p it abc`` through to a traceback)."""
+    source = (NOTEBOOKS / f"{name}.py").read_text()
+    cell = source.split('# %% tags=["parameters"]\n', 1)[1].split("\n# %%", 1)[0]
+    names = [node.targets[0].id for node in ast.parse(cell).body if isinstance(node, ast.Assign)]
+    call = source.split("check_parameters(", 2)[1].split(")  # fmt: skip", 1)[0]
+    values, spec = ast.parse("(" + call + ")").body[0].value.elts[:2]
+    assert names and sorted(k.arg for k in values.keywords) == sorted(names)
+    assert sorted(k.arg for k in spec.keywords) == sorted(names)
