@@ -31,11 +31,17 @@
 # - the loop is resumable between rounds (`tests/test_active_loop.py`: a killed comparison
 #   continues to the same result).
 #
-# **Run time** ("Run all", defaults; one torch thread, the lab's 2-core machine at load ≈ 1):
-# 70 s with the full run's results present (below) — most of it the demo round's training and
-# its MC-dropout passes; 195 s without them (section 6 then runs a short comparison: random vs
-# entropy, 3 seeds, 2 rounds of 80 steps). Smoke setting (`LABKIT_SMOKE=1`, what `make test`
-# runs): 14 s. GTX 1060: not measured (the models are small; the CPU is the reference).
+# **Run time** ("Run all", defaults; one torch thread, the lab's shared 2-core machine): 4 min
+# 18 s measured with papermill on a fresh clone at load ≈ 4.5 (the other core busy): 80 s the
+# demo round's training and its MC-dropout passes, 150 s the short comparison of section 6
+# (random vs entropy, 3 seeds, 2 rounds of 60 steps; defaults trimmed from 200 demo steps and
+# 80-step rounds, which took 5 min 7 s). With a finished full run present (below) section 6
+# loads it instead: about 100 s. Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 14 s.
+# GTX 1060: not measured (the models are small; the CPU is the reference).
+#
+# **Every "Run all" is fresh**: it writes into a new `runs/p40_active_notebook/<time>_notebook_s<seed>/`;
+# a short comparison is reused from an earlier folder only when its settings match exactly (the
+# output names the folder), and the parameters are checked before anything runs.
 #
 # **Reference numbers** — see "Reference numbers" at the end (measured on the lab's CPU).
 #
@@ -63,8 +69,8 @@
 smoke = False  # True: the tiny setting `make test` uses (set LABKIT_SMOKE=1 for the same)
 seed = 0
 full_run = "auto"  # "auto": newest finished runs/p40_active/* run; "none": run the short one; or a folder
-demo_steps = 200  # training steps of the model whose choices sections 4-7 show
-short_steps = 80  # steps per round of the short comparison (when no finished full run exists)
+demo_steps = 150  # training steps of the model whose choices sections 4-7 show
+short_steps = 60  # steps per round of the short comparison (when no finished full run exists)
 short_seeds = [0, 1, 2]
 short_rounds = 2
 mc_passes = 4
@@ -101,12 +107,30 @@ from labkit.active.uncertainty import (
     margin,
 )
 from labkit.detection.evaluate import evaluate_detector
+from labkit.utils.claims import claim
 from labkit.utils.config import apply_overrides, load_config
 from labkit.utils.exercise import Case, check_exercise
+from labkit.utils.notebook import (
+    Param,
+    check_parameters,
+    matching_run,
+    notebook_run_dir,
+    save_settings,
+)
 
+check_parameters(  # papermill's -p values, checked before anything runs: one clear message
+    dict(smoke=smoke, seed=seed, full_run=full_run, demo_steps=demo_steps, short_steps=short_steps,
+         short_seeds=short_seeds, short_rounds=short_rounds, mc_passes=mc_passes),
+    dict(smoke=Param(bool), seed=Param(int, low=0, high=2**32 - 1),
+         full_run=Param(str, choices=("auto", "none"), other="a finished p40_active run folder"),
+         demo_steps=Param(int, low=1), short_steps=Param(int, low=1),
+         short_seeds=Param(list, item=int, low=0, min_len=2),  # a spread needs two seeds
+         short_rounds=Param(int, low=1), mc_passes=Param(int, low=2)),  # disagreement: 2 passes
+)  # fmt: skip
 smoke = smoke or os.environ.get("LABKIT_SMOKE") == "1"
 ROOT = Path(labkit.__file__).resolve().parents[1]
-RUNS = Path(tempfile.mkdtemp()) if smoke else ROOT / "runs" / "p40_notebook"
+NOTEBOOK_RUNS = Path(tempfile.mkdtemp()) if smoke else ROOT / "runs" / "p40_active_notebook"
+RUNS = notebook_run_dir(NOTEBOOK_RUNS.name, seed, root=NOTEBOOK_RUNS.parent)  # fresh every Run all
 device = torch.device("cpu")  # small models: one CPU thread is as fast per round as a GPU
 torch.set_num_threads(1)
 logging.getLogger("labkit").setLevel(logging.WARNING)  # the trainer's per-round INFO lines
@@ -231,6 +255,13 @@ plt.title("three scores of one sigmoid detection", fontsize=10)
 plt.show()
 for function in (entropy, margin, least_confidence):
     print(inspect.getsource(function))
+order = torch.argsort((p - 0.5).abs(), stable=True)  # from the most doubtful score outwards
+ranked = [detection_uncertainty(p, kind)[order].diff().max().item() for kind in ("entropy", "margin", "least_confidence")]
+claim("for [p, 1 - p] all three scores peak at p = 0.5 and fall with |p - 0.5| alone",
+      max(ranked) <= 1e-6 and all(detection_uncertainty(torch.tensor([0.5]), k).item()
+                                 == detection_uncertainty(p, k).max().item()
+                                 for k in ("entropy", "margin", "least_confidence")),
+      f"largest rise along |p - 0.5|: {max(ranked):.1e}")  # fmt: skip
 
 detections = {"one doubtful box": [0.5], "one doubtful among confident": [0.5, 0.97, 0.98, 0.99],
               "crowded, fairly sure": [0.8] * 6, "nothing detected (p_max 0.03)": []}  # fmt: skip
@@ -267,7 +298,9 @@ passed = check_exercise(
     entropy,
     random_distributions,
     cases=entropy_cases,
-    expects="my_entropy(probs [..., K]) -> entropy in nats [...]",
+    # compare the dtype too: a float64 input must give a float64 entropy, not a float32 copy
+    observe=lambda args, out: (out, getattr(out, "dtype", None)),
+    expects="my_entropy(probs [..., K]) -> entropy in nats [...], in the dtype of probs",
 )
 
 # %% [markdown]
@@ -275,7 +308,8 @@ passed = check_exercise(
 # Train a detector on the seed's initial frames (the same `train_round` the loop runs),
 # then let every selector pick K of the unlabelled frames. Titles show each frame's id and
 # score; the colour is the frame's kind (grey empty, blue common, red rare) — the selector does
-# not see it. Random picks what the log holds: mostly empty frames.
+# not see it. Random picks what the log holds: mostly empty frames; every uncertainty selector
+# picks fewer empty frames than random.
 
 # %%
 demo_cfg = apply_overrides(cfg, [f"trainer.max_steps={demo_steps}", f"active.mc_passes={mc_passes}"])
@@ -299,6 +333,11 @@ for name in ("random", "entropy", "margin", "mc_dropout", "diverse_entropy"):
     pick_scores[name] = [by_id.get(i) for i in picks[name]]
     print(f"{name:16s} picks {composition(picks[name], pool)}; "
           f"{len({pool.source.scenes[i] for i in picks[name]})} distinct scenes")  # fmt: skip
+empties = {name: pool.source.composition(ids)["empty"] for name, ids in picks.items()}
+claim("random picks mostly empty frames", empties["random"] > K / 2, f"{empties['random']} of {K}", smoke=smoke)
+claim("every uncertainty selector picks fewer empty frames than random",
+      max(v for n, v in empties.items() if n != "random") < empties["random"],
+      ", ".join(f"{n} {v}" for n, v in empties.items()), smoke=smoke)  # fmt: skip
 for name in ("random", "entropy", "mc_dropout", "diverse_entropy"):
     shown = picks[name][:16]
     titles = [f"#{i}" + ("" if s is None else f" {s:.2f}") for i, s in zip(shown, pick_scores[name], strict=False)]
@@ -339,6 +378,9 @@ def unweighted_box_disagreement(i):
 unweighted = top_k(torch.tensor([unweighted_box_disagreement(i) for i in range(len(unlabelled))]), unlabelled, K)
 print(f"MC dropout picks, box term weighted by the score: {composition(picks['mc_dropout'], pool)}")
 print(f"MC dropout picks, unweighted box term:            {composition(unweighted, pool)}")
+unweighted_empty = pool.source.composition(unweighted)["empty"]
+claim("without the p̄ weight, MC dropout picks more empty frames", unweighted_empty > empties["mc_dropout"],
+      f"{unweighted_empty} vs {empties['mc_dropout']} of {K}", smoke=smoke)  # fmt: skip
 
 
 # %% [markdown]
@@ -378,7 +420,8 @@ passed = check_exercise(
 # Every selector, 3 seeds, the same budget: mAP@0.5 on the held-out set against the number of
 # labelled frames, mean ± std over seeds, and the area under each curve (AUC, divided by the
 # budget span: the mean mAP over the budget). A selector beats random when its mean AUC exceeds
-# random's by more than 2 × the std of random's AUC over seeds. The numbers come from the
+# random's by more than 2 × the std of random's AUC over seeds — and entropy does, in the short
+# comparison as in the full one, on every seed. The numbers come from the
 # newest finished `python -m labkit.train p40_active` run if there is one; otherwise a short
 # comparison runs here (random vs entropy, fewer rounds and steps).
 
@@ -397,15 +440,27 @@ else:
         "active.selectors=[random, entropy]", f"active.seeds={short_seeds}",
         f"active.rounds={short_rounds}", f"trainer.max_steps={short_steps}",
     ])  # fmt: skip
-    short_dir = RUNS / "short"
-    resume = short_dir if (short_dir / "curves.json").exists() else None
-    result = run(run_cfg, short_dir, device, resume_from=resume, progress=not smoke)
-    comparison, source = result.details, short_dir
-    print(f"no finished p40_active run: ran the short comparison in {short_dir}")
+    cached = None if smoke else matching_run(NOTEBOOK_RUNS, run_cfg, "short")
+    if cached is not None:  # an earlier Run all with exactly these settings: its result is this one
+        comparison, source = load_comparison(cached), cached
+        print(f"reused the short comparison of {cached}: its settings match these exactly")
+    else:
+        source = RUNS / "short"  # a bar would be saved at 0 % by papermill: none, one line at the end
+        result = run(run_cfg, source, device, progress=False)
+        save_settings(source, run_cfg)  # only now: a cut run is never reused
+        comparison = result.details
+        print(f"no finished p40_active run: ran the short comparison in {source} "
+              f"({result.summary['seconds']:.0f} s)")  # fmt: skip
 print(comparison.table)
 fig, ax = plt.subplots(figsize=(6.5, 4))
 plot_curves(comparison.summary, ax=ax)
+ax.set_ylabel("mAP@0.5 on the held-out set")
 plt.show()
+test = comparison.tests["entropy"]
+claim("entropy's AUC beats random's by more than 2 × random's std", test["passed"],
+      f"gap {test['gap']:+.3f} vs 2σ = {test['threshold']:.3f}", smoke=smoke)
+claim("entropy beats random on every seed", test["wins"] == len(test["paired"]),
+      f"{test['wins']}/{len(test['paired'])} seeds, paired {test['paired_mean']:+.3f}", smoke=smoke)
 
 # %% [markdown]
 # ### What did each selector pick, round by round?
@@ -461,7 +516,14 @@ for cold_steps in (1, 10) if not smoke else (1,):
     cold_context = ScoringContext(cold_model, pool, device, {"score_thresh": active["score_thresh"], "batch_size": 100})
     cold_pick = make_selector("entropy").select(cold_context, cold_unlabelled, K, None)
     print(f"entropy, 4 frames, {cold_steps:2d} step(s): {composition(cold_pick, pool)}")
+    if cold_steps == 1:
+        cold_empties = pool.source.composition(cold_pick)["empty"]
 print(f"entropy, round-0 model:         {composition(picks['entropy'], pool)}")
+claim("a 1-step cold-start model labels about as many empty frames as random (within 20 % of K)",
+      abs(cold_empties - empties["random"]) <= 0.2 * K, f"{cold_empties} vs {empties['random']} of {K}",
+      smoke=smoke)  # fmt: skip
+claim("the round-0 model's entropy labels no empty frame", empties["entropy"] == 0,
+      f"{empties['entropy']} of {K}", smoke=smoke)  # fmt: skip
 
 # %% [markdown]
 # **(b) Redundant top-K.** The most uncertain frame's burst copies are about as uncertain as it
@@ -483,6 +545,13 @@ off = ~torch.eye(len(unlabelled), dtype=torch.bool)
 print(f"feature distance, copies of one scene: {distances[same & off].median():.3f} (median), "
       f"different scenes: {distances[~same].median():.3f}")  # fmt: skip
 print(inspect.getsource(greedy_diverse_top_k).split('"""')[-1])
+repeats = {n: K - len({pool.source.scenes[i] for i in picks[n]}) for n in ("entropy", "diverse_entropy")}
+claim("diverse_entropy labels fewer near-duplicates than plain entropy",
+      repeats["diverse_entropy"] < repeats["entropy"], f"{repeats['diverse_entropy']} vs {repeats['entropy']}",
+      smoke=smoke)  # fmt: skip
+claim("copies of one scene lie closer in feature space than different scenes",
+      distances[same & off].median() < distances[~same].median(),
+      f"{distances[same & off].median():.3f} vs {distances[~same].median():.3f}", smoke=smoke)  # fmt: skip
 
 # %% [markdown]
 # **(c) Class imbalance: uncertainty does not seek the rare class by itself.** The selector
@@ -491,7 +560,7 @@ print(inspect.getsource(greedy_diverse_top_k).split('"""')[-1])
 # that is where the whole gain over random comes from in this log. But rare frames score no
 # higher than common ones (a model that has hardly seen a square is not "unsure" about it: it
 # calls it background or a circle), so entropy labels circles and squares/triangles in about
-# their proportion among non-empty frames (45 common, 15 rare of 60 at seed 0), and the rare
+# their proportion among non-empty frames (41 common, 19 rare of 60 at seed 0), and the rare
 # classes stay the weak part of mAP. Rebalancing needs something else: class-aware scores,
 # per-class quotas, or a person looking at the picks.
 
@@ -502,7 +571,12 @@ plt.figure(figsize=(5, 2.8))
 plt.boxplot([by_kind[k] or [0.0] for k in POOL_KINDS], tick_labels=POOL_KINDS)
 plt.ylabel("entropy (max over detections)"), plt.title("scores by kind of frame (round-0 model)", fontsize=10)
 plt.show()
-print("median score by kind:", {k: round(float(torch.tensor(v).median()), 3) for k, v in by_kind.items() if v})
+median = {k: float(torch.tensor(v).median()) if v else float("nan") for k, v in by_kind.items()}
+print("median score by kind:", {k: round(v, 3) for k, v in median.items()})
+claim("empty frames score lower than common ones", median["empty"] < median["common"],
+      f"median {median['empty']:.3f} vs {median['common']:.3f}", smoke=smoke)
+claim("rare frames score no higher than common ones (within 10 %)", median["rare"] <= 1.1 * median["common"],
+      f"median {median['rare']:.3f} vs {median['common']:.3f}", smoke=smoke)  # fmt: skip
 
 # %% [markdown]
 # **(d) Miscalibrated scores.** Uncertainty scores read probabilities as if they were
@@ -527,10 +601,15 @@ def tempered_choice(temperature, how):
     return set(top_k(scores, unlabelled, K))
 
 
+kept = {}
 for how in ("max", "sum"):
     calibrated = tempered_choice(1.0, how)
-    overlaps = {t: len(tempered_choice(t, how) & calibrated) / K for t in (0.5, 2.0)}
+    kept[how] = overlaps = {t: len(tempered_choice(t, how) & calibrated) / K for t in (0.5, 2.0)}
     print(f"{how}: top-{K} kept under T=0.5: {overlaps[0.5]:.0%}, under T=2: {overlaps[2.0]:.0%}")
+claim("with max aggregation a temperature changes nothing", min(kept["max"].values()) == 1.0,
+      f"{min(kept['max'].values()):.0%} kept")
+claim("with sum aggregation the choice moves", min(kept["sum"].values()) < 1.0,
+      f"{min(kept['sum'].values()):.0%} kept", smoke=smoke)
 
 # %% [markdown]
 # ## Reference numbers (CPU, one torch thread, the lab's 2-core machine)
