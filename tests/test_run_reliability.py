@@ -363,3 +363,9 @@ def test_manual_labelling_keeps_the_run_and_continues_it(tmp_path, capsys):
             break
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "finished" and (run_dir / "curves.json").is_file()
+
+
+def test_a_p50_kind_that_is_not_a_name_is_a_paragraph(tmp_path, capsys):
+    assert train(tmp_path, "p50_splat2d", "kind=[1]") == 2
+    err = capsys.readouterr().err
+    assert "'kind' is [1]" in err and "Traceback" not in err

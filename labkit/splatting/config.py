@@ -179,7 +179,7 @@ def with_defaults(cfg: dict) -> dict:
             f"A config must be a mapping of keys to values, got {type(cfg).__name__}."
         )
     kind = cfg.get("kind", "image2d")
-    if kind not in SCHEMAS:
+    if not isinstance(kind, str) or kind not in SCHEMAS:
         raise ConfigError(
             f"1 config value cannot be used: 'kind' is {kind!r}: expected one of "
             f"{', '.join(SCHEMAS)} (labkit/configs/p50_splat2d.yaml or p50_splat3d.yaml)."
