@@ -24,18 +24,18 @@
 # - no NaN or exploding loss (max gradient norm reported);
 # - `make bench`: NMS within 1.5× of torchvision's compiled kernel at 1,000 boxes.
 #
-# **Run time** ("Run all", defaults): about 2 minutes on one thread of a 2-core machine with the
-# other core busy (load 4-5), most of it the four overfit-harness runs; the trained model is
-# loaded, not trained (measured at the end of the notebook). Smoke setting (`LABKIT_SMOKE=1`,
-# what `make test` runs): about 30 s. GTX 1060: not measured yet. Every claim the text makes is
-# checked by the cell below it: it prints ✓ and the measured value, or a line starting
-# `CLAIM FAILED`.
+# **Run time** ("Run all", defaults): 72 s measured in the notebook (90 s with the kernel's
+# start) on one torch thread of a 2-core machine with the other core busy (load 2.7-4.9), most
+# of it the four overfit-harness runs; the trained model is loaded, not trained (the last cell
+# prints the time). Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): about 15 s.
+# GTX 1060: not measured yet. Every claim the text makes is checked by the cell below it: it
+# prints ✓ and the measured value, or a line starting # `CLAIM FAILED`.
 #
 # **Reference numbers** (`python -m labkit.train p10_detection`: 3,000 steps, batch 8, 96 px):
 #
 # | | held-out mAP@0.5 (200 images) | time |
 # |---|---|---|
-# | CPU, 1 thread (the lab's CI machine) | 0.980 (precision 0.96, recall 0.95 at score 0.5); 0.74 after 800 steps | 9.5 min (800 steps: 2.5 min) |
+# | CPU, 1 thread (the lab's reference, `labkit/reference/p10_detection.pt`) | 0.977 (precision 0.96, recall 0.94 at score 0.5); 0.74 after 800 steps | 548 s of CPU (29 min wall on a shared 2-core machine; 800 steps: 2.5 min) |
 # | GTX 1060 | not measured yet | not measured yet |
 #
 # **The trained model.** Section 7 and the "no NMS" failure run on a detector that works: the
