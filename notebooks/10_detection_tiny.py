@@ -29,7 +29,7 @@
 # of it the four overfit-harness runs; the trained model is loaded, not trained (the last cell
 # prints the time). Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): about 15 s.
 # GTX 1060: not measured yet. Every claim the text makes is checked by the cell below it: it
-# prints ✓ and the measured value, or a line starting # `CLAIM FAILED`.
+# prints ✓ and the measured value, or a line starting `CLAIM FAILED`.
 #
 # **Reference numbers** (`python -m labkit.train p10_detection`: 3,000 steps, batch 8, 96 px):
 #
