@@ -443,6 +443,7 @@ else:
     cached = None if smoke else matching_run(NOTEBOOK_RUNS, run_cfg, "short")
     if cached is not None:  # an earlier Run all with exactly these settings: its result is this one
         comparison, source = load_comparison(cached), cached
+        (RUNS / "reused.txt").write_text(f"section 6 reused {cached}: the same settings\n")
         print(f"reused the short comparison of {cached}: its settings match these exactly")
     else:
         source = RUNS / "short"  # a bar would be saved at 0 % by papermill: none, one line at the end
