@@ -20,8 +20,8 @@
 # no baseline, reward ×100, too little exploration) are each one config override, shown side by
 # side with the working config.
 #
-# **Run time** ("Run all", defaults): the quick version, 200 s on the lab's 2-core CI machine
-# (one torch thread, load average ≈ 8 from other jobs; 165 s at load 3.5); about 30 s once a
+# **Run time** ("Run all", defaults): the quick version, 75 s measured with papermill at load
+# ≈ 1.5 (200 s at load ≈ 8 from other jobs, 165 s at load 3.5); about 30 s once a
 # full run has left its results. The full version (`full = True`: 3 seeds, every failure mode
 # with the working config's budget) takes about 13 minutes there (load ≈ 4-5); run it
 # headless once — `make rerun NB=30_rl_basics PARAMS="-p full True"` — and every later
@@ -95,6 +95,7 @@ from labkit.rl.pg import collect_episode, reinforce_update
 from labkit.rl.plumbing import evaluate_policy, read_loop_checkpoint
 from labkit.rl.render import cartpole_frame, encode_gif, episode_frames, play_episode
 from labkit.rl.task import FAILURE_MODES, eval_curves, run_failure_mode, run_seeds
+from labkit.utils.claims import claim
 from labkit.utils.config import apply_overrides, load_config
 from labkit.utils.exercise import Case, check_exercise
 from labkit.utils.notebook import Param, check_parameters
@@ -400,6 +401,9 @@ for label, runs in (("DQN", dqn_runs), ("REINFORCE", pg_runs)):
             f"{s['episodes']:4d} episodes, {s['wall_time_s']:5.1f} s "
             f"(100-episode greedy mean {s['final_eval_mean_return']:.0f})"
         )
+claim("the shipped configs solve every seed within their budgets",
+      all(s["solved"] for s in dqn_runs + pg_runs),
+      f"{sum(s['solved'] for s in dqn_runs + pg_runs)}/{len(dqn_runs + pg_runs)} runs", smoke=smoke)  # fmt: skip
 
 
 # %%
@@ -428,6 +432,12 @@ plt.show()
 # DQN usually needs fewer *environment steps* (it reuses each transition many times from the
 # replay buffer); REINFORCE needs no buffer and no target network but throws every episode away
 # after one gradient step. Per wall-clock second both are fast on CartPole.
+
+# %%
+mean_steps = {label: np.mean([s["env_steps"] for s in runs]) for label, runs in (("DQN", dqn_runs), ("REINFORCE", pg_runs))}
+claim("DQN needs fewer environment steps than REINFORCE (mean over seeds)",
+      mean_steps["DQN"] < mean_steps["REINFORCE"],
+      f"{mean_steps['DQN']:,.0f} vs {mean_steps['REINFORCE']:,.0f}", smoke=smoke)  # fmt: skip
 
 # %% [markdown]
 # ## 6. Failure modes, side by side
@@ -463,6 +473,10 @@ for config, (_, budget) in plan.items():
         print(f"{config} seed {s['seed']}: working config "
               + (f"solved after {s[unit]:,} {unit.replace('_', ' ')} (budget {budget:,})" if fair
                  else f"did NOT solve within the budget {budget:,}: this comparison is not fair"))  # fmt: skip
+
+fair = [s["solved"] and s["env_steps" if c == "p30_dqn" else "episodes"] <= plan[c][1] for c in plan for s in working[c]]
+claim("the working config solves every failure seed within the shared budget", all(fair),
+      f"{sum(fair)}/{len(fair)} seeds", smoke=smoke)  # fmt: skip
 
 start = time.perf_counter()
 if saved:
@@ -507,6 +521,11 @@ LOOK_FOR = {
     "pg_little_exploration": "red flattens early: π becomes nearly deterministic before it "
     "has found good behaviour, and log π stops giving gradient",
 }
+if version == "quick":  # one seed per failure and a short budget: no spread, no late climb to see
+    LOOK_FOR["dqn_rewards_x100"] = ("red stays low: Q must climb 100x higher with clipped, "
+                                    "learning-rate-sized steps (the full version's budget shows how late it climbs)")
+    LOOK_FOR["pg_no_baseline"] = ("red learns slower: an unbiased but noisy gradient (one seed here; "
+                                  "the full version shows its spread across seeds)")  # fmt: skip
 fig, axes = plt.subplots(2, 4, figsize=(18, 9.5))
 for ax, (name, broken) in zip(axes.flat, failures.items()):
     mode = FAILURE_MODES[name]
@@ -530,6 +549,16 @@ for name, broken in failures.items():
     finals = ", ".join(f"{s['final_eval_mean_return']:.0f}" for s in broken)
     print(f"{name:24s} solved {solved}/{len(broken)}; final greedy returns {finals}")
     print(f"{'':24s} why: {FAILURE_MODES[name].why}")
+unsolved = [name for name, broken in failures.items() if not any(s["solved"] for s in broken)]
+claim("no broken variant solves CartPole within the working config's budget",
+      len(unsolved) == len(failures), f"{len(unsolved)}/{len(failures)} unsolved", smoke=smoke)  # fmt: skip
+final = {name: np.mean([s["final_eval_mean_return"] for s in broken]) for name, broken in failures.items()}
+dqn_modes = [n for n in final if n.startswith("dqn_")]
+claim("too little exploration is the mildest DQN failure (the highest final return)",
+      max(dqn_modes, key=final.get) == "dqn_little_exploration",
+      ", ".join(f"{n[4:]} {final[n]:.0f}" for n in dqn_modes), smoke=smoke)  # fmt: skip
+claim("without a target network the greedy policy ends worse than random (< 20, random ≈ 22)",
+      final["dqn_no_target_network"] < 20, f"{final['dqn_no_target_network']:.0f}", smoke=smoke)  # fmt: skip
 
 # %% [markdown]
 # The deadly triad is visible in the Q values themselves. A CartPole return is at most
