@@ -174,8 +174,9 @@ def independent_accuracy(samples: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def measure_p20(path: Path, judge_file: Path) -> dict:
-    """The run's own evaluation (100 DDIM samples, the config's steps and guidance) and the
-    quick check (:data:`P20_CHECK`), with the judge file given."""
+    """The run's own evaluation (100 DDIM samples, the config's steps, η and guidance), the same
+    at η = 0.5 and 1, an independent reader's label accuracy (:func:`independent_accuracy`) and
+    the quick check (:data:`P20_CHECK`), with the judge file given."""
     from labkit.diffusion.data import load_train_heldout
     from labkit.diffusion.judge import judge_features
     from labkit.diffusion.trained import load_trained
@@ -198,6 +199,9 @@ def measure_p20(path: Path, judge_file: Path) -> dict:
         "num_samples": n,
         **full,
         "svm_label_accuracy": round(independent_accuracy(samples, labels), 4),
+        # the same x_T, DDIM 50 steps with fresh noise at each step (η > 0 corrects errors)
+        "eta_0.5": p20_scores(trained, judge, real_features, n, eta=0.5),
+        "eta_1": p20_scores(trained, judge, real_features, n, eta=1.0),
         "check": {**P20_CHECK, **p20_scores(trained, judge, real_features, **P20_CHECK)},
     }
 
