@@ -21,9 +21,9 @@
 # - a bad override, a missing config and a corrupt checkpoint each end with a one-paragraph error;
 # - `make test` passes, and `make bench` puts the trainer within 3 % of a bare loop.
 #
-# **Run time** ("Run all", defaults; one torch thread, which the notebook pins itself): 90 s
-# measured with papermill at load ≈ 4.7 (the other core busy; 210 s at load 7-9, the real run
-# of section 7 about half of it); smoke setting (`LABKIT_SMOKE=1`, what `make test` runs):
+# **Run time** ("Run all", defaults; one torch thread, which the notebook pins itself): 71 s
+# measured with papermill at load ≈ 2, 90 s at load ≈ 4.7 (the other core busy; 210 s at load
+# 7-9, the real run of section 7 about half of it); smoke setting (`LABKIT_SMOKE=1`, what `make test` runs):
 # 50-65 s at load ≈ 4.7. Every "Run all" writes a fresh `runs/p00_mnist_notebook/<time>_notebook_s<seed>/`
 # and checks its parameters first.
 # GTX 1060: not measured yet.
