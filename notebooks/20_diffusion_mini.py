@@ -46,9 +46,11 @@
 # path and figures. `-p checkpoint none` uses a 200-step stand-in instead (fast, but it cannot
 # draw digits: the comparisons of sections 7-9 then show little).
 #
-# **Time.** Run all: about 3.5 minutes on one thread of a two-core machine with the other core
-# busy (load 4-5; measured at the end of the notebook). Every claim the text makes is checked by
-# the cell below it: it prints ✓ and the measured value, or a line starting `CLAIM FAILED`.
+# **Time.** Run all: 134 s measured in the notebook (143 s with the kernel's start) on one
+# thread of a two-core machine at load 2.0; 179 s at load 5 (the last cell prints it). A fresh
+# clone trains nothing first: the judge and the model ship with the lab. Every claim the text
+# makes is checked by the cell below it: it prints ✓ and the measured value, or a line starting
+# `CLAIM FAILED`.
 # Rerun with other parameters: `make rerun NB=20_diffusion_mini PARAMS="-p scratch_steps 600"`.
 
 # %% tags=["parameters"]
@@ -493,6 +495,10 @@ claim("after the LR has decayed, raw and EMA weights score within 10 points",
 # DDPM takes all 1,000 steps, each adding fresh noise. DDIM follows the same model along a
 # deterministic path (η = 0) and can skip: 50, 20, even 10 network calls. Same x_T for all, the
 # conditional model without guidance (one network call a step, so DDPM's 1,000 fit the budget).
+# What to look for: DDIM is 20x faster, and its 10, 20 and 50 steps read about the same; but
+# without guidance DDPM's samples read *better*: the fresh noise of each step corrects the
+# model's errors, where DDIM's deterministic path keeps them (η between 0 and 1 mixes the two;
+# `labkit/reference/provenance.json` has DDIM 50 steps at η = 0, 0.5 and 1).
 
 # %%
 race = {}
@@ -512,9 +518,11 @@ plt.show()
 ratio = race["DDPM, 1000 steps"][2] / race["DDIM, 50 steps"][2]
 claim("DDPM's 1,000 steps take at least 10x as long as DDIM's 50", ratio >= 10, f"{ratio:.0f}x")
 acc = {name: q["label_accuracy"] for name, (_, q, _) in race.items()}
-claim(f"DDIM with 20 steps reads as well as DDPM's 1,000 (within 1 of {compare_samples})",
-      acc["DDIM, 20 steps"] >= acc["DDPM, 1000 steps"] - 1 / compare_samples - 1e-6,
-      ", ".join(f"{k} {v:.0%}" for k, v in acc.items()), smoke=unchecked)  # fmt: skip
+read = ", ".join(f"{k} {v:.0%}" for k, v in acc.items())
+claim(f"DDIM's 10 steps read about as well as its 50 (within 1 of {compare_samples})",
+      abs(acc["DDIM, 10 steps"] - acc["DDIM, 50 steps"]) <= 1 / compare_samples + 1e-6, read, smoke=unchecked)  # fmt: skip
+claim("without guidance DDPM's noisy steps read better than deterministic DDIM's",
+      acc["DDPM, 1000 steps"] > acc["DDIM, 50 steps"], read, smoke=unchecked)  # fmt: skip
 
 # %% [markdown]
 # **Classifier-free guidance** (Ho & Salimans 2022) mixes the conditional and the unconditional
@@ -548,6 +556,9 @@ claim("guidance raises the label accuracy by at least 50 points",
 claim("more guidance, more confident digits (w = max vs w = min)",
       sweep[w_high]["confident_share"] >= sweep[w_low]["confident_share"],
       f"{sweep[w_low]['confident_share']:.0%} -> {sweep[w_high]['confident_share']:.0%}", smoke=unchecked)  # fmt: skip
+if 2.0 in sweep and 4.0 in sweep:
+    claim("too much guidance: w = 4 lies further from real digits than w = 2 (Fréchet)",
+          sweep[4.0]["frechet"] > sweep[2.0]["frechet"], f"{sweep[4.0]['frechet']:.0f} vs {sweep[2.0]['frechet']:.0f}", smoke=unchecked)  # fmt: skip
 
 # %% [markdown]
 # ## 9. Failure modes
@@ -622,10 +633,10 @@ claim("the cut chain's samples lie further from real digits (Fréchet)", q_wrong
 # guess of x_0 is the mean of the digits (section 6's x̂_0 row shows the same blur). That
 # regression to the mean is what holds it back later: Ho et al. (§3.2, §4.2) found predicting
 # ε gave better samples than predicting x_0 or μ̃ once trained, and v-prediction
-# (`diffusion.prediction=v`) keeps the targets well scaled at both ends. Neither short run is
-# trained long enough to show that ordering: what they do show is how far 200 steps are from the
-# 2,000 of the trained model. The loss values are not comparable (different targets), the
-# samples and numbers are.
+# (`diffusion.prediction=v`) keeps the targets well scaled at both ends. These short runs are
+# far too short to show that ordering, and they show the early one instead: at 200 steps the
+# x_0 model reads better than the ε model, and both are far from the 2,000 steps of the trained
+# ε model. The loss values are not comparable (different targets), the samples and numbers are.
 
 # %%
 base = load_config("p20_ddpm")
@@ -642,6 +653,9 @@ for ax, (name, (outcome, _)) in zip(axes[:, 0], scratch.items()):
 plt.show()
 print("seconds per short run:", {name: round(s) for name, (_, s) in short_runs.items()})
 best_short = max(q["label_accuracy"] for q in scratch_q.values())
+claim(f"at {scratch_steps} steps the x_0 model reads better than the ε model",
+      scratch_q["predicts x_0"]["label_accuracy"] > scratch_q["predicts ε"]["label_accuracy"],
+      f"x_0 {scratch_q['predicts x_0']['label_accuracy']:.0%}, ε {scratch_q['predicts ε']['label_accuracy']:.0%}", smoke=smoke)  # fmt: skip
 claim(f"both {scratch_steps}-step models read worse than the trained model",
       best_short < scores["ema"]["label_accuracy"],
       f"ε {scratch_q['predicts ε']['label_accuracy']:.0%}, x_0 {scratch_q['predicts x_0']['label_accuracy']:.0%}, trained {scores['ema']['label_accuracy']:.0%}", smoke=unchecked)  # fmt: skip
@@ -659,9 +673,14 @@ claim(f"both {scratch_steps}-step models read worse than the trained model",
 # | 1,500 | 0.85 | 10 | 0.89 | 59 | 0.042 |
 # | 2,000 | 0.92 | 10 | 0.95 | 46 | 0.042 |
 #
-# The reference checkpoint's own record (`labkit/reference/provenance.json`) is printed below,
-# with the figures measured on the stored file. The Fréchet distance depends on N: compare only
-# numbers of the same N (100 here, `quality_samples` in sections 1 and 7-9).
+# The reference checkpoint (`labkit/reference/p20_ddpm.pt`, that run's step 2,000 stored as
+# fp16) took 892 s of CPU time (36 minutes wall on a shared 2-core machine). Measured on the
+# stored file (100 samples, DDIM 50 steps, w = 2): 93 % confident, 95 % labelled right, 89 %
+# both, Fréchet 46; with η = 0.5, 93 % confident and right (η = 1: 99 %); a support-vector
+# machine on the training digits' pixels, no lab code, reads 94 % of them as the digit asked for
+# (95 % of real held-out digits). Its record (`labkit/reference/provenance.json`) is printed
+# below. The Fréchet distance depends on N: compare only numbers of the same N (100 here,
+# `quality_samples` in sections 1 and 7-9).
 #
 # GPU (`p20_ddpm_gpu`: 5.9 M parameters on full MNIST; `p20_cifar_gpu`: 8.3 M on CIFAR-10; a
 # GTX 1060 6 GB, estimated ≤ 4.4 GB): not measured yet.
