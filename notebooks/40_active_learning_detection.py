@@ -31,12 +31,13 @@
 # - the loop is resumable between rounds (`tests/test_active_loop.py`: a killed comparison
 #   continues to the same result).
 #
-# **Run time** ("Run all", defaults; one torch thread, the lab's shared 2-core machine): 4 min
-# 18 s measured with papermill on a fresh clone at load ≈ 4.5 (the other core busy): 80 s the
-# demo round's training and its MC-dropout passes, 150 s the short comparison of section 6
-# (random vs entropy, 3 seeds, 2 rounds of 60 steps; defaults trimmed from 200 demo steps and
-# 80-step rounds, which took 5 min 7 s). With a finished full run present (below) section 6
-# loads it instead: about 100 s. Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 14 s.
+# **Run time** ("Run all", defaults; one torch thread, the lab's shared 2-core machine): 3 min
+# 13 s measured with papermill with no earlier runs at load ≈ 1.5, 4 min 18 s at load ≈ 4.5
+# (the other core busy): there 80 s the demo round's training and its MC-dropout passes, 150 s
+# the short comparison of section 6 (random vs entropy, 3 seeds, 2 rounds of 60 steps;
+# defaults trimmed from 200 demo steps and 80-step rounds, which took 5 min 7 s). When section
+# 6 loads a finished full run (below) or reuses an earlier short comparison made with the same
+# settings: about 2 minutes (128 s measured at load ≈ 3). Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 14 s.
 # GTX 1060: not measured (the models are small; the CPU is the reference).
 #
 # **Every "Run all" is fresh**: it writes into a new `runs/p40_active_notebook/<time>_notebook_s<seed>/`;
