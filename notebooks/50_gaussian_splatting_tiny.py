@@ -46,7 +46,7 @@
 # stopped between densification rounds and resumed is bitwise the fit that ran straight.
 #
 # **Run time** ("Run all", defaults; one torch thread, the lab's shared 2-core machine): 3 min
-# 9 s measured with papermill at load ≈ 4.3 (the other core busy; 2.5 minutes at load ≈ 2.5);
+# 9 s measured with papermill at load ≈ 4.3 (the other core busy), 3 min 12 s at load ≈ 2;
 # about 70 s of it the 2D fits (sections 3 and 4), 45 s the 3D fit (section 7), 50 s the short
 # runs of section 8. Smoke setting (`LABKIT_SMOKE=1`, what `make test` runs): 12-30 s. Each
 # section's time is printed at the end. Every "Run all" writes its files (the orbit GIF) into a
