@@ -28,6 +28,7 @@ import yaml
 
 from labkit.data.common import DataError
 from labkit.registry import PHASES, PhaseTask, get_phase, task_module
+from labkit.runs import metric_rows
 from labkit.trainers.guards import InterruptOnSignal, RunInterrupted, TrainingDiverged
 from labkit.utils.checkpoint import (
     Checkpoint,
@@ -46,7 +47,7 @@ from labkit.utils.distributed import (
     launched_world_size,
     shutdown,
 )
-from labkit.utils.logging import get_logger, json_safe, read_metrics, write_hparams
+from labkit.utils.logging import get_logger, json_safe, write_hparams
 from labkit.utils.runs import (
     RUNS_DIR,
     ResumePoint,
@@ -347,7 +348,7 @@ def end_of_run(run_dir: Path | None, summary: dict, stopped: bool, wall: float, 
         if key not in ("stopped_by",) and isinstance(value, int | float | str)
     ]
     rate = None
-    rows = _rows(run_dir)
+    rows = metric_rows(run_dir) if run_dir is not None else []  # a cut-short line is skipped
     for row in reversed(rows):
         if "perf/samples_per_s" in row:
             rate = row["perf/samples_per_s"]
@@ -366,13 +367,6 @@ def end_of_run(run_dir: Path | None, summary: dict, stopped: bool, wall: float, 
         else:
             lines.append(f"  branch    python -m labkit.train CONFIG --init-from {run_dir} ...")
     return "\n".join(lines)
-
-
-def _rows(run_dir: Path | None) -> list[dict]:
-    try:
-        return read_metrics(run_dir) if run_dir is not None else []
-    except (OSError, ValueError):
-        return []
 
 
 def describe(err: BaseException, run_dir: Path | None, runs_dir: str | None = None) -> str:

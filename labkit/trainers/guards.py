@@ -29,42 +29,19 @@ class RunInterrupted(KeyboardInterrupt):
         self.signal = signal_name
 
 
-class InterruptOnSignal:
-    """While active, Ctrl-C (SIGINT) and SIGTERM raise :class:`RunInterrupted` wherever the
-    program is: the CLI's handler around the whole of a phase's ``run``. A training loop's
-    :class:`StopOnSignal` takes over inside the loop and hands back to it at the end."""
+class _OnSignal:
+    """While active, ``self._handle`` answers Ctrl-C (SIGINT) and SIGTERM; the handlers that were
+    there before come back at the end. Handlers only work in the main thread: elsewhere it is a
+    no-op."""
 
     def __init__(self) -> None:
-        self._previous: dict[int, Any] = {}
-
-    @staticmethod
-    def _raise(signum: int, _frame: Any) -> None:
-        raise RunInterrupted(signal.Signals(signum).name)
-
-    def __enter__(self) -> InterruptOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._raise)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class StopOnSignal:
-    """While active, Ctrl-C (SIGINT) and SIGTERM set a flag instead of killing the loop mid-step;
-    the loop then finishes the step, writes a checkpoint and returns (the CLI exits 130)."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        self.received = signal.Signals(signum).name
+        raise NotImplementedError
 
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():  # handlers only work there
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -72,6 +49,27 @@ class StopOnSignal:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class InterruptOnSignal(_OnSignal):
+    """While active, Ctrl-C (SIGINT) and SIGTERM raise :class:`RunInterrupted` wherever the
+    program is: the CLI's handler around the whole of a phase's ``run``. A training loop's
+    :class:`StopOnSignal` takes over inside the loop and hands back to it at the end."""
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        raise RunInterrupted(signal.Signals(signum).name)
+
+
+class StopOnSignal(_OnSignal):
+    """While active, Ctrl-C (SIGINT) and SIGTERM set a flag instead of killing the loop mid-step;
+    the loop then finishes the step, writes a checkpoint and returns (the CLI exits 130)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: str | None = None
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.received = signal.Signals(signum).name
 
 
 def check_finite_weights(step: int, *modules: nn.Module | None) -> None:
