@@ -427,8 +427,8 @@ claim("lr 3e-1 (×100) sits at ln 10 = 2.30 (± 0.1, batch 64)", abs(final_loss(
 train_cfg = apply_overrides(
     cfg, [f"trainer.max_steps={max_steps}", f"trainer.eval_every={max(max_steps // 6, 1)}"]
 )
-# no bar: papermill would save it at 0 % (its widget state is not kept); the curves show progress
-outcome = run(train_cfg, RUNS / "full", device, progress=False)
+# a text bar: it is saved finished when the notebook runs headless (papermill, make nbfull)
+outcome = run(train_cfg, RUNS / "full", device, progress=not smoke)
 result, setup = outcome.details, outcome.setup
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3))
 ax1.plot(result.losses, alpha=0.3, label="per step")

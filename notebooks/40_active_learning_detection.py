@@ -447,8 +447,8 @@ else:
         (RUNS / "reused.txt").write_text(f"section 6 reused {cached}: the same settings\n")
         print(f"reused the short comparison of {cached}: its settings match these exactly")
     else:
-        source = RUNS / "short"  # a bar would be saved at 0 % by papermill: none, one line at the end
-        result = run(run_cfg, source, device, progress=False)
+        source = RUNS / "short"  # a text bar over the rounds, saved finished by papermill too
+        result = run(run_cfg, source, device, progress=not smoke)
         save_settings(source, run_cfg)  # only now: a cut run is never reused
         comparison = result.details
         print(f"no finished p40_active run: ran the short comparison in {source} "

@@ -2,10 +2,10 @@
 
 Each notebook runs as a learner's "Run all" would (one torch thread, offline), into
 ``runs/notebooks/<notebook>-full-<time>.ipynb``. A notebook fails when papermill fails, when any
-output line starts with ``CLAIM FAILED`` (printed by :func:`labkit.utils.claims.claim`), or when
-it checks fewer than :data:`MIN_CLAIMS` claims. Each notebook's wall time and the machine's load
-are printed, since the lessons state their run time (budget: 4 minutes idle, 5 with the other core
-busy).
+output line starts with ``CLAIM FAILED`` (printed by :func:`labkit.utils.claims.claim`), when it
+checks fewer than :data:`MIN_CLAIMS` claims, or when it saved a progress bar that is not finished.
+Each notebook's wall time and the machine's load are printed, since the lessons state their run
+time (budget: 4 minutes idle, 5 with the other core busy).
 
     python scripts/nbfull.py                       # every notebooks/NN_*.ipynb
     python scripts/nbfull.py 20_diffusion_mini     # some of them
@@ -40,6 +40,38 @@ def output_lines(path: Path) -> list[str]:
     return lines
 
 
+# The last frame of a tqdm text bar ("  37%|███▋      | 37/100 [...]"); frames end in \r or \n.
+BAR_FRAME = re.compile(r"(\d+)%\|")
+
+
+def unfinished_bars(path: Path) -> list[str]:
+    """Progress bars the saved notebook shows unfinished: a text bar whose last frame is below
+    100 %, or a widget bar (saved headless, a widget keeps its first frame, "0 %").
+
+    A kernel sends each frame as its own stream output; Jupyter joins consecutive outputs of one
+    stream before it draws them, and so does this reader.
+    """
+    found = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        groups: list[list] = []  # [stream name, joined text] of each run of consecutive outputs
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "FloatProgress" in "".join(data.get("text/plain", "")):
+                found.append(f"a widget bar: {''.join(data['text/plain'])[:60]}")
+            name = out.get("name") if out.get("output_type") == "stream" else None
+            if groups and groups[-1][0] == name:
+                groups[-1][1] += "".join(out.get("text", ""))
+            else:
+                groups.append([name, "".join(out.get("text", ""))])
+        for _, text in groups:
+            last = {}  # one bar per description (the text before the percentage)
+            for frame in re.split(r"[\r\n]", text):
+                if match := BAR_FRAME.search(frame):
+                    last[frame[: match.start()].strip()] = frame.strip()
+            found += [f for f in last.values() if BAR_FRAME.search(f).group(1) != "100"]
+    return found
+
+
 def run_notebook(name: str, out_dir: Path) -> tuple[bool, str]:
     source = REPO / "notebooks" / f"{name}.ipynb"
     target = out_dir / f"{name}-full-{time.strftime('%Y%m%d-%H%M%S')}.ipynb"
@@ -59,6 +91,8 @@ def run_notebook(name: str, out_dir: Path) -> tuple[bool, str]:
     failed = [ln for ln in lines if ln.startswith(FAILED)]
     unchecked = [ln for ln in lines if ln.startswith(NOT_CHECKED)]
     problems = [f"  {ln}" for ln in failed + unchecked]
+    if target.is_file():
+        problems += [f"  unfinished progress bar saved: {bar}" for bar in unfinished_bars(target)]
     if done.returncode != 0:
         problems.append(f"  papermill failed (exit {done.returncode}); see {target}")
     if len(passed) + len(failed) < MIN_CLAIMS:

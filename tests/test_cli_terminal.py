@@ -38,7 +38,7 @@ def test_every_unknown_key_is_reported_at_once(tmp_path, capsys):
 
 def test_log_lines_go_above_the_progress_bar(monkeypatch):
     written = []
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # the class labkit.utils.progress draws with
 
     monkeypatch.setattr(tqdm, "write", lambda text, file=None, **kw: written.append(text))
     get_logger("labkit.test").info("a line")

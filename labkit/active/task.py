@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from labkit.active.config import Config
 from labkit.active.loop import (
@@ -45,6 +44,7 @@ from labkit.detection.dataset import build_datasets, detection_collate
 from labkit.utils.checkpoint import CheckpointError
 from labkit.utils.config import ConfigError
 from labkit.utils.device import get_device
+from labkit.utils.progress import progress_bar
 from labkit.utils.runs import ResumePoint, RunResult, saved_config
 from labkit.utils.schema import check_config
 
@@ -190,7 +190,9 @@ def _compare(cfg, run_dir: Path, device, resume: bool, progress: bool, stop_afte
     # round's training stops the trainer (the loop returns its name); anywhere else (building,
     # evaluation, selection) the CLI's handler raises KeyboardInterrupt, which propagates and
     # leaves every finished round's state.json as it was (the cut round is redone on resume).
-    bar = tqdm(total=len(keys) * per_loop, initial=done_before, desc="p40", disable=not progress)
+    bar = progress_bar(
+        total=len(keys) * per_loop, initial=done_before, desc="p40", disable=not progress
+    )
 
     def should_stop() -> str | None:
         return "stop_after" if stop_after is not None and done_now >= stop_after else None

@@ -25,10 +25,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from labkit.trainers.guards import StopOnSignal
 from labkit.utils.logging import MetricsLogger
+from labkit.utils.progress import progress_bar
 
 
 def crossings(before: int, now: int, every: int) -> int:
@@ -82,7 +81,7 @@ class LoopPlumbing:
 
     def __enter__(self) -> LoopPlumbing:
         self._signals.__enter__()
-        self.bar = tqdm(dynamic_ncols=True, **self._bar_args)
+        self.bar = progress_bar(**self._bar_args)
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -24,9 +24,9 @@ class _AboveTheBar(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            from tqdm.auto import tqdm
+            from labkit.utils.progress import write_above
 
-            tqdm.write(self.format(record), file=self.stream)
+            write_above(self.format(record), file=self.stream)
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
