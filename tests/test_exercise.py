@@ -48,6 +48,16 @@ def test_wrong_shape_and_exceptions_are_reported(capsys):
     assert "ZeroDivisionError" in capsys.readouterr().out
 
 
+def test_a_float64_case_answered_in_float32_is_a_mismatch(capsys):
+    def float64_case(seed):
+        return (torch.arange(4, dtype=torch.float64) / 3,)
+
+    # the values agree to float32's precision: only the dtype says the precision was lost
+    assert not check_exercise(lambda x: x.float().cumsum(0), reference, float64_case)
+    assert "expected dtype torch.float64, got torch.float32" in capsys.readouterr().out
+    assert check_exercise(lambda x: x.cumsum(0), reference, float64_case)
+
+
 def test_an_unfinished_stub_is_not_implemented_yet_not_a_crash(capsys):
     def stub(x): ...
 

@@ -49,6 +49,8 @@ def _first_mismatch(got: Any, expected: Any, path: str, rtol: float, atol: float
             return f"{path}: expected a tensor {tuple(expected.shape)}, got {type(got).__name__}"
         if got.shape != expected.shape:
             return f"{path}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
+        if got.dtype != expected.dtype:  # a float64 case answered in float32 lost its precision
+            return f"{path}: expected dtype {expected.dtype}, got {got.dtype}"
         if expected.dtype.is_floating_point or got.dtype.is_floating_point:
             close = torch.isclose(
                 got.double(), expected.double(), rtol=rtol, atol=atol, equal_nan=True
