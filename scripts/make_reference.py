@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from labkit.utils.checkpoint import latest_checkpoint, read_checkpoint  # noqa: E402
 from labkit.utils.reference import PROVENANCE, REFERENCE_DIR, provenance  # noqa: E402
-from labkit.utils.runs import git_commit  # noqa: E402
+from labkit.utils.runs import git_commit, uncommitted_files  # noqa: E402
 
 TRAINED = ("p10_detection", "p20_ddpm")
 JUDGE = "p20_judge"
@@ -228,6 +228,16 @@ def make_judge(target: Path) -> dict:
     }
 
 
+def commit_of(run_dir: Path | None) -> dict:
+    """``{"commit", "uncommitted"}``: the commit a run was made at (from its ``env.json``; the
+    checkout's now without a run) and the tracked files that differed from it."""
+    env_file = run_dir / "env.json" if run_dir is not None else None
+    if env_file is not None and env_file.is_file():
+        env = json.loads(env_file.read_text())
+        return {"commit": env.get("git_commit"), "uncommitted": env.get("uncommitted", [])}
+    return {"commit": git_commit(), "uncommitted": uncommitted_files()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--only", default=",".join((*TRAINED, JUDGE)), help="comma-separated names")
@@ -239,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     logs = dict(item.split("=", 1) for item in args.log)
     torch.set_num_threads(1)
     REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
-    records = provenance()
+    made: dict[str, dict] = {}  # the records this call makes; the others are kept as they are
     judge_file = REFERENCE_DIR / f"{JUDGE}.pt"
     if JUDGE in only or not judge_file.is_file():
-        records[JUDGE] = {"file": judge_file.name, "commit": git_commit(), **make_judge(judge_file)}
+        made[JUDGE] = {"file": judge_file.name, **commit_of(None), **make_judge(judge_file)}
     with tempfile.TemporaryDirectory(prefix="labkit_reference_") as tmp:
         for name in TRAINED:
             if name not in only:
@@ -256,25 +266,23 @@ def main(argv: list[str] | None = None) -> int:
             target = REFERENCE_DIR / f"{name}.pt"
             slim = convert(latest_checkpoint(run_dir / "checkpoints"), target)
             measure = measure_p10 if name == "p10_detection" else lambda p: measure_p20(p, judge_file)  # fmt: skip
-            records[name] = {
+            made[name] = {
                 "file": target.name,
                 "experiment": name,
                 "run": run_dir.name,
-                "commit": (
-                    json.loads((run_dir / "env.json").read_text()).get("git_commit")
-                    if (run_dir / "env.json").is_file()
-                    else git_commit()
-                ),
+                **commit_of(run_dir),
                 **timing,
                 "stored": "model (and EMA) weights as fp16; no optimizer state",
                 "figures": measure(target),
                 "config": slim["config"],
             }
-            print(f"{name}: {records[name]['figures']}", flush=True)
+            print(f"{name}: {made[name]['figures']}", flush=True)
     sizes = {p.name: p.stat().st_size for p in REFERENCE_DIR.glob("*.pt")}
     for name, size in sizes.items():
         assert size < MAX_FILE_BYTES, f"{name}: {size / 2**20:.1f} MB >= 5 MB"
     assert sum(sizes.values()) <= MAX_TOTAL_BYTES, f"references: {sum(sizes.values()) / 2**20:.1f} MB > 12 MB"  # fmt: skip
+    # read again only now: another make_reference may have written its records while this trained
+    records = {**provenance(), **made}
     for record in records.values():
         record["bytes"] = sizes.get(record["file"])
     PROVENANCE.write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n")

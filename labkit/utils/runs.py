@@ -30,6 +30,8 @@ from labkit.utils.checkpoint import CheckpointError, open_checkpoint
 from labkit.utils.distributed import launched_world_size
 from labkit.utils.logging import json_safe
 
+REPO = Path(__file__).resolve().parents[2]  # git questions are about the checkout labkit lives in
+
 RUNS_DIR = Path("runs")
 STAMP_FORMAT = "%Y%m%d-%H%M%S"  # run folder names start with it
 STATUSES = ("running", "finished", "stopped", "diverged", "failed")
@@ -55,25 +57,29 @@ class RunResult:
         return self.summary.get("stopped_by") not in ("max_steps", "solved")
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=5
+    ).stdout
+
+
 def git_commit() -> str | None:
     """The repository's current commit (``+dirty`` with uncommitted changes), or None."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=5,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
+        dirty = bool(uncommitted_files())
+        return _git("rev-parse", "--short", "HEAD").strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def uncommitted_files() -> list[str]:
+    """The tracked files that differ from the commit (what ``+dirty`` stands for), repository-
+    relative; ``[]`` outside a git checkout."""
+    try:
+        lines = _git("status", "--porcelain", "--untracked-files=no").splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted(line[3:] for line in lines if line.strip())
 
 
 def package_versions() -> dict[str, str]:
@@ -107,6 +113,7 @@ def environment_info(device: torch.device, seed: int) -> dict[str, Any]:
         "platform": platform.platform(),
         "device": str(device),
         "git_commit": git_commit(),
+        "uncommitted": uncommitted_files(),  # what "+dirty" changed: the commit alone is not it
         "seed": seed,
         "world_size": launched_world_size(),  # a resume must use as many processes
         "argv": sys.argv,
