@@ -276,7 +276,8 @@ for name, scores in detections.items():
 # ### Exercise 1: entropy of a batch of distributions
 # Write `my_entropy(probs [..., K]) -> [...]` in nats, with $0 \log 0 = 0$ (a one-hot row must
 # give 0, not nan). Hint: `torch.special.xlogy(x, y)` is $x \log y$ and 0 where $x = 0$.
-# Until you write it, the checker says "not implemented yet" and the notebook goes on.
+# Delete the line that binds the reference to check yours; until you write it, the checker says
+# "not implemented yet" and the notebook goes on.
 
 
 # %%
@@ -294,6 +295,7 @@ entropy_cases = [
     Case((torch.full((2, 4), 0.25),), "uniform: log K"),
     Case((torch.tensor([[0.5, 0.5], [0.9, 0.1]], dtype=torch.float64),), "float64, K = 2"),
 ]
+my_entropy = entropy  # delete this line to check your own
 passed = check_exercise(
     my_entropy,
     entropy,
@@ -387,6 +389,7 @@ claim("without the p̄ weight, MC dropout picks more empty frames", unweighted_e
 # Write `my_top_k(scores [N], pool_ids, k) -> list of ids`: the `min(k, N)` ids with the highest
 # scores, best first, a tie going to the smaller id (so that a selection never depends on the
 # order of the pool). Checked against `labkit.active.selectors.top_k` on scores full of ties.
+# Delete the line that binds the reference to check yours.
 
 
 # %%
@@ -406,6 +409,7 @@ top_k_cases = [
     Case((torch.tensor([0.2, 0.9, 0.5]), [4, 8, 6], 10), "k larger than the pool"),
     Case((torch.tensor([0.2, 0.9, 0.5]), [4, 8, 6], 0), "k = 0"),
 ]
+my_top_k = top_k  # delete this line to check your own
 passed = check_exercise(
     my_top_k,
     top_k,

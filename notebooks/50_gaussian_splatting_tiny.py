@@ -289,7 +289,7 @@ plt.show()
 # ### Exercise 1: a covariance from a scale and a rotation
 # Write `my_covariance(scales [N, d], rotations [N, d, d]) -> Σ [N, d, d]` with Σ = R S Sᵀ Rᵀ,
 # for d = 2 or 3, batched (`@` multiplies the last two dimensions; `torch.diag_embed(s)` makes
-# `[N, d, d]` diagonal matrices). Until you write it, the checker says "not implemented yet".
+# `[N, d, d]` diagonal matrices). Delete the line that binds the reference to check yours.
 
 
 # %%
@@ -311,6 +311,7 @@ covariance_cases = [
     Case((torch.tensor([[2.0, 0.5]]), rotation_matrix_2d(torch.tensor([math.pi / 2]))), "θ = 90°: the axes swap"),
     Case((torch.tensor([[1.0, 1.0, 1.0]]), quaternion_to_rotation(torch.tensor([[0.3, 0.1, -0.5, 0.8]]))), "isotropic: any R gives I"),
 ]  # fmt: skip
+my_covariance = covariance_from_scale_rotation  # delete this line to check your own
 passed = check_exercise(
     my_covariance, covariance_from_scale_rotation, covariance_inputs, cases=covariance_cases,
     expects="my_covariance(scales [N, d], rotations [N, d, d]) -> covariances [N, d, d]",
@@ -614,6 +615,7 @@ plt.show()
 # Write `my_jacobian(points_cam [N, 3], camera) -> J [N, 2, 3]` from the formula above (no
 # clamping), with `camera.fx`, `camera.fy`. Checked against
 # `projection_jacobian(points_cam, camera, clamp=False)`.
+# Delete the line that binds the reference to check yours.
 
 
 # %%
@@ -633,6 +635,7 @@ def jacobian_inputs(trial_seed):
     return points, scene.train_cameras[trial_seed]
 
 
+my_jacobian = jacobian_reference  # delete this line to check your own
 passed = check_exercise(
     my_jacobian, jacobian_reference, jacobian_inputs,
     cases=[Case((torch.tensor([[0.0, 0.0, 2.0]]), camera), "on the optical axis: no z column")],
@@ -645,6 +648,7 @@ passed = check_exercise(
 # $J W \Sigma W^\top J^\top + 0.3 I$, with W = `camera.R` and J from `projection_jacobian` (or your
 # own). Checked against `project_covariances` on points inside the field of view (where the
 # clamp does nothing).
+# Delete the line that binds the reference to check yours.
 
 
 # %%
@@ -662,6 +666,7 @@ def ewa_inputs(trial_seed):
 
 
 iso = covariance_from_scale_rotation(torch.tensor([[0.1, 0.1, 0.1]]), torch.eye(3)[None])
+my_project_covariance = project_covariances  # delete this line to check your own
 passed = check_exercise(
     my_project_covariance, project_covariances, ewa_inputs,
     cases=[Case((iso, torch.tensor([[0.0, 0.0, 4.0]]), camera), "a sphere on the axis: a circle of σ = f σ / z")],
@@ -764,6 +769,7 @@ plt.show()
 # (`torch.cumprod` gives inclusive products: shift by one). The inputs never trigger the clamp,
 # the skip or the early stop. Checked against labkit's rasteriser on a 1 × 1 image with every
 # splat centred on the pixel (there G = 1, so α = opacity).
+# Delete the line that binds the reference to check yours.
 
 
 # %%
@@ -783,6 +789,7 @@ def composite_inputs(trial_seed):
 
 
 red_over_blue = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+my_composite = composite_reference  # delete this line to check your own
 passed = check_exercise(
     my_composite, composite_reference, composite_inputs,
     cases=[

@@ -160,6 +160,13 @@ def _exercises():
 EXERCISES = _exercises()
 
 
+def test_every_exercise_ships_bound_to_the_reference():
+    """One convention in every notebook (the README's): the stub, then a line binding labkit's
+    function that the learner deletes, so "Run all" checks a working answer until then."""
+    unbound = [f"{nb}: {name}" for nb, name, _, source in EXERCISES if not BINDING.search(source)]
+    assert not unbound, f"exercises shipped without the binding line: {unbound}"
+
+
 def test_every_exercise_has_a_wrong_version_here():
     assert len(EXERCISES) >= 13 and sorted(name for _, name, _, _ in EXERCISES) == sorted(WRONG)
 
