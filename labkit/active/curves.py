@@ -63,6 +63,10 @@ def labels_to_reach(labelled: list[float], mean: list[float], target: float) -> 
     return None
 
 
+# How a curve's metric key reads on an axis (the key itself: what metrics.jsonl and TensorBoard use)
+METRIC_LABELS = {"eval/map50": "held-out mAP@0.5", "eval/map50_95": "held-out mAP@0.5:0.95"}
+
+
 def summarise(histories: dict[tuple[str, int], list[dict]], metric: str = "eval/map50") -> dict:
     """Per selector: labelled counts, per-seed curves, mean ± std, AUCs, final value, labels saved.
 
@@ -189,7 +193,8 @@ def plot_curves(summary: dict, ax=None, title: str | None = None):
         ax.fill_between(
             e["labelled"], mean - std, mean + std, alpha=0.15, color=line[0].get_color()
         )
-    ax.set(xlabel="labelled frames", ylabel=summary["metric"].replace("eval/", ""))
+    metric = summary["metric"]
+    ax.set(xlabel="labelled frames", ylabel=METRIC_LABELS.get(metric, metric.replace("eval/", "")))
     ax.set_title(
         title or f"label efficiency: mean ± std over {len(e['curves'])} seeds", fontsize=10
     )
