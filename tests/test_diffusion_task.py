@@ -48,6 +48,8 @@ def test_shipped_configs_pass_the_schema(name):
         ("diffusion.prediction=score", "diffusion.prediction"),
         ("diffusion.num_steps=1.5", "diffusion.num_steps"),
         ("ema.decay=1.0", "ema.decay"),
+        ("loss.weighting=snr", "loss.weighting"),
+        ("loss.min_snr_gamma=0", "loss.min_snr_gamma"),  # γ must be > 0
         ("sample.sampler=plms", "sample.sampler"),
         ("sample.steps=2000", "sample.steps"),  # more than T = 1000
         ("sample.eta=-1", "sample.eta"),
@@ -97,6 +99,8 @@ def test_run_writes_checkpoints_with_the_ema(tiny_run):
     assert outcome.summary["step"] == 4 and outcome.summary["parameters"] == 38385
     assert [e["step"] for e in outcome.details.eval_history] == [2, 4]
     assert {"eval/val_loss", "eval/sample_seconds"} <= set(outcome.details.last_eval)
+    # training's CPU seconds are the loop's, less what sampling and judging took
+    assert outcome.summary["cpu/train_seconds"] > 0 and outcome.summary["cpu/eval_seconds"] > 0
     saved = read_checkpoint(run_dir / "checkpoints" / "step_00000004.pt")
     ema = saved["extra"]["objects"]["ema"]
     assert ema["num_updates"] == 4 and ema["shadow"].keys() == saved["model"].keys()

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from labkit.diffusion.losses import WEIGHTINGS
 from labkit.diffusion.schedule import LINEAR_BETAS
 from labkit.utils.schema import (
     NonNegativeFloat,
@@ -81,6 +82,11 @@ class DiffusionProcessConfig(Section):
         return self
 
 
+class LossConfig(Section):
+    weighting: Literal[WEIGHTINGS] = "uniform"  # min_snr: Hang et al. 2023's min(SNR, γ) weights
+    min_snr_gamma: Annotated[float, Field(gt=0, le=1000)] = 5.0  # γ (min_snr only)
+
+
 class EmaConfig(Section):
     decay: Annotated[float, Field(ge=0, lt=1)] = 0.999
     warmup: bool = True  # d_t = min(decay, (1 + t) / (10 + t))
@@ -113,6 +119,7 @@ class Config(RunConfig):
     data: DiffusionDataConfig
     model: UNetConfig
     diffusion: DiffusionProcessConfig
+    loss: LossConfig = LossConfig()  # absent in configs (and checkpoints) older than the key
     ema: EmaConfig
     sample: SampleConfig
     eval: DiffusionEvalConfig

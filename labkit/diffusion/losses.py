@@ -7,6 +7,13 @@ bound itself. The v-prediction variant (Salimans & Ho 2022, §4) regresses
 Regressing x_0 itself (``prediction="x0"``) is the third option: at large t the best guess of x_0
 is the blurry mean of all images, which the notebook shows as a failure mode of short runs.
 
+Min-SNR-γ weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
+Strategy", eq. 6-8): with ``SNR(t) = ᾱ_t / (1 - ᾱ_t)``, the error of each sample is weighted so
+that the loss on x_0 it implies is ``min(SNR(t), γ) ‖x_0 - x̂_0‖²``. Small-t steps (large SNR, a
+nearly clean image, little to learn) then stop dominating the gradient, which the paper reports
+makes training converge ~3× faster. In the units of each target (:func:`min_snr_weights`):
+ε: ``min(SNR, γ) / SNR``, v: ``min(SNR, γ) / (SNR + 1)``, x_0: ``min(SNR, γ)``.
+
 For classifier-free guidance (Ho & Salimans 2022, Alg. 1) the same network learns the conditional
 and the unconditional model: each label is replaced by the null label with probability
 ``cond_drop_prob``.
@@ -24,7 +31,9 @@ from torch import Tensor
 
 from labkit.diffusion.schedule import PREDICTIONS, NoiseSchedule
 
-__all__ = ["diffusion_loss", "drop_labels"]
+__all__ = ["diffusion_loss", "drop_labels", "min_snr_weights", "WEIGHTINGS"]
+
+WEIGHTINGS = ("uniform", "min_snr")  # L_simple as Ho et al., or Hang et al. 2023's min-SNR-γ
 
 ModelFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]  # (x_t [B,...], t [B], labels [B])
 
@@ -46,6 +55,29 @@ def drop_labels(
     return torch.where(u.to(labels.device) < p, torch.full_like(labels, null_label), labels)
 
 
+def min_snr_weights(snr: Tensor, gamma: float, prediction: str = "eps") -> Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023, eq. 8 and its v form), ``[B]`` → ``[B]``.
+
+    ``snr``: ``SNR(t) = ᾱ_t / (1 - ᾱ_t)`` of each sample's timestep (``NoiseSchedule.snr[t]``).
+    Each weight turns the target's squared error into ``min(SNR, γ) ‖x_0 - x̂_0‖²``:
+
+    * ε: ``min(SNR, γ) / SNR``, written ``min(1, γ / SNR)``: 1 wherever SNR ≤ γ (large t) and
+      finite at SNR = 0 (the end of a schedule with ᾱ_T = 0), where the quotient would be 0/0;
+    * v: ``min(SNR, γ) / (SNR + 1)`` (``‖v - v̂‖² = (SNR + 1) ‖x_0 - x̂_0‖²``);
+    * x_0: ``min(SNR, γ)``.
+    """
+    if not gamma > 0:
+        raise ValueError(f"min_snr_gamma must be > 0, got {gamma}")
+    clipped = snr.clamp(max=gamma)  # min(SNR, γ)
+    if prediction == "eps":
+        return (gamma / snr).clamp(max=1.0)
+    if prediction == "v":
+        return clipped / (snr + 1)
+    if prediction == "x0":
+        return clipped
+    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+
 def diffusion_loss(
     model: ModelFn,
     schedule: NoiseSchedule,
@@ -56,6 +88,8 @@ def diffusion_loss(
     cond_drop_prob: float = 0.1,
     null_label: int | None = None,
     generator: torch.Generator | None = None,
+    weighting: str = "uniform",
+    min_snr_gamma: float = 5.0,
 ) -> Tensor:
     """One Monte Carlo estimate of ``L_simple`` on a batch (Ho et al. 2020, Alg. 1).
 
@@ -70,12 +104,18 @@ def diffusion_loss(
             ignored without labels.
         null_label: the "no class" index; default ``model.null_label``.
         generator: source of t, ε and the label drops (None: the global RNG).
+        weighting: ``"uniform"`` (every sample alike, L_simple) or ``"min_snr"`` (each sample's
+            mean squared error times :func:`min_snr_weights`).
+        min_snr_gamma: γ of the min-SNR weighting (Hang et al. use 5).
 
     Returns:
-        Scalar: the mean squared error over every element of the batch.
+        Scalar: the mean squared error over every element of the batch (uniform), or the mean
+        over the batch of each sample's weighted mean squared error (min_snr).
     """
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     b, device = x0.shape[0], x0.device
     draw_on = _generator_device(generator, device)
     t = torch.randint(0, schedule.num_steps, (b,), generator=generator, device=draw_on).to(device)
@@ -95,4 +135,9 @@ def diffusion_loss(
         target = schedule.velocity(x0, t, noise)
     else:
         target = x0
-    return F.mse_loss(model(x_t, t, labels), target)
+    output = model(x_t, t, labels)
+    if weighting == "uniform":
+        return F.mse_loss(output, target)
+    per_sample = F.mse_loss(output, target, reduction="none").flatten(1).mean(dim=1)  # [B]
+    weights = min_snr_weights(schedule.snr[t], min_snr_gamma, prediction)  # [B]
+    return (weights * per_sample).mean()

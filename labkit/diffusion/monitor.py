@@ -63,6 +63,9 @@ class SampleMonitor:
         self.step = 0
         self.last: tuple[int, Tensor, float] | None = None  # (step, samples, seconds)
         self.labels: Tensor | None = None  # the labels the last samples were asked to be
+        # Process CPU seconds spent drawing and judging samples: what a run's CPU time minus
+        # these is the cost of training itself (labkit.diffusion.task.run reports both).
+        self.sample_cpu_seconds, self.judge_cpu_seconds = 0.0, 0.0
         heldout_images, heldout_labels = heldout.tensors
         self.real_features = None
         if judge is not None:
@@ -79,10 +82,16 @@ class SampleMonitor:
         """This step's evaluation samples ``[N, C, H, W]`` (drawn once per step, EMA weights)."""
         if self.last is not None and self.last[0] == self.step:
             return self.last[1]
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         samples, self.labels = self.trained.sample(self.sample_cfg["num_samples"])
         self.last = (self.step, samples, time.perf_counter() - start)
+        self.sample_cpu_seconds += time.process_time() - cpu_start
         return samples
+
+    @property
+    def eval_cpu_seconds(self) -> float:
+        """Process CPU seconds of every evaluation so far (sampling, judging, held-out loss)."""
+        return self.sample_cpu_seconds + self.judge_cpu_seconds
 
     def __call__(self, step: int, out: StepOutput, logger: MetricsLogger) -> None:
         """``after_step``: EMA update after every optimizer step; a sample grid when due."""
@@ -114,6 +123,7 @@ class SampleMonitor:
         """
         if model is not self.trained.model:
             raise ValueError("SampleMonitor.evaluate: model is not the monitored run's U-Net")
+        cpu_start, sampled = time.process_time(), self.sample_cpu_seconds
         samples = self.samples()
         scores: dict[str, float] = {"sample_seconds": self.last[2]}
         if len(self.val_batch[1]):
@@ -129,4 +139,6 @@ class SampleMonitor:
                     self.eval_cfg["confident_threshold"],
                 )
             )
+        spent = time.process_time() - cpu_start
+        self.judge_cpu_seconds += spent - (self.sample_cpu_seconds - sampled)
         return scores

@@ -23,6 +23,7 @@ leaves is loaded back by :func:`labkit.diffusion.trained.load_trained`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ class DiffusionLoss:
         self.cond_drop_prob = cfg["diffusion"]["cond_drop_prob"]
         self.conditional = cfg["data"]["class_conditional"]
         self.hflip = cfg["data"]["hflip"]
+        self.weighting, self.min_snr_gamma = cfg["loss"]["weighting"], cfg["loss"]["min_snr_gamma"]
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         images, labels = batch
@@ -111,6 +113,8 @@ class DiffusionLoss:
             # the U-Net's "no class" index, given here: under torchrun `model` is the DDP
             # wrapper, which does not carry the U-Net's attributes
             null_label=NUM_CLASSES,
+            weighting=self.weighting,
+            min_snr_gamma=self.min_snr_gamma,
         )
 
 
@@ -224,6 +228,7 @@ def run(
     setup.monitor = SampleMonitor(
         setup.trained(), setup.heldout, device, options["max_steps"], judge
     )
+    cpu_start = time.process_time()  # this process's CPU time: other jobs on the machine don't count
     result = train(
         setup.model,
         setup.optimizer,
@@ -241,12 +246,16 @@ def run(
         extra_state={"ema": setup.ema},
         **options,
     )
+    cpu_seconds = time.process_time() - cpu_start
     summary = {
         "step": result.step,
         "stopped_by": result.stopped_by,
         "data": cfg["data"]["source"],
         "parameters": count_parameters(setup.model),
         **({"judge/accuracy": judge_accuracy} if judge is not None else {}),
+        # training alone: the loop's CPU seconds less those of sampling and judging in evaluations
+        "cpu/train_seconds": cpu_seconds - setup.monitor.eval_cpu_seconds,
+        "cpu/eval_seconds": setup.monitor.eval_cpu_seconds,
         **result.last_eval,
     }
     return RunResult(summary, result, setup)

@@ -1,0 +1,116 @@
+"""P20's recipe ablation: the recipe before the speed-ups against each change, at one budget.
+
+    python -m labkit.diffusion.ablation RECIPE [RECIPE ...] [--steps 800] [--eval-every 200]
+                                        [--out runs/ablation/p20.json]
+
+Each recipe is ``p20_ddpm`` with the overrides of :data:`RECIPES`, trained on one CPU thread for
+``--steps`` steps (the learning-rate schedule spans them), evaluated every ``--eval-every`` steps
+by the run's own evaluation (DDIM, the judge's confident share, label accuracy, Fréchet
+distance). Each run's row (curve, final numbers, process CPU seconds of training alone) is
+merged into the ``--out`` JSON with the command, commit, torch version and machine load that
+made it. The notebook (notebooks/20_diffusion_mini.py) plots the stored file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from labkit.diffusion.task import run
+from labkit.utils.config import apply_overrides, load_config
+
+# The recipe before the speed-ups, spelled out: each other recipe changes one thing of it.
+BEFORE = [
+    "loss.weighting=uniform",
+    "diffusion.prediction=eps",
+    "optim.lr=0.002",
+    "optim.warmup_steps=100",
+    "data.batch_size=64",
+]
+RECIPES: dict[str, list[str]] = {
+    "before": BEFORE,
+    "min_snr": [*BEFORE, "loss.weighting=min_snr"],
+    "v": [*BEFORE, "diffusion.prediction=v"],
+    "v_min_snr": [*BEFORE, "diffusion.prediction=v", "loss.weighting=min_snr"],
+    "lr_4e-3": [*BEFORE, "optim.lr=0.004"],
+    "batch_32": [*BEFORE, "data.batch_size=32"],
+    "new": [],  # the YAML's defaults: the recipe the lab ships
+}
+CURVE_KEYS = ("confident_share", "label_accuracy", "frechet", "digits_present", "val_loss")
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def ablate(name: str, steps: int, eval_every: int, extra: list[str]) -> dict:
+    """Train recipe ``name`` for ``steps`` steps on the CPU; its curve and CPU seconds."""
+    overrides = [
+        *RECIPES[name],
+        *extra,
+        "device=cpu",
+        f"trainer.max_steps={steps}",
+        f"trainer.eval_every={eval_every}",
+        f"trainer.ckpt_every={steps}",
+        "eval.log_images=0",
+    ]
+    cfg = apply_overrides(load_config("p20_ddpm"), overrides)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"p20_ablation_{name}_") as tmp:
+        outcome = run(cfg, tmp, torch.device("cpu"), progress=False)
+    summary = outcome.summary
+    curve = [
+        {"step": row["step"], **{k: row[f"eval/{k}"] for k in CURVE_KEYS if f"eval/{k}" in row}}
+        for row in outcome.details.eval_history
+    ]
+    return {
+        "overrides": RECIPES[name] + extra,
+        "steps": steps,
+        "train_cpu_seconds": round(summary["cpu/train_seconds"], 1),
+        "eval_cpu_seconds": round(summary["cpu/eval_seconds"], 1),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "curve": curve,
+        "final": curve[-1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="+", choices=sorted(RECIPES))
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation/p20.json"))
+    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every recipe")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for name in args.recipes:
+        row = ablate(name, args.steps, args.eval_every, args.set)
+        row.update(
+            command="OMP_NUM_THREADS=1 python -m labkit.diffusion.ablation " + name
+            + f" --steps {args.steps} --eval-every {args.eval_every}"
+            + (" --set " + " ".join(args.set) if args.set else ""),
+            commit=commit(), torch=torch.__version__, load=round(os.getloadavg()[0], 1),
+        )  # fmt: skip
+        f = row["final"]
+        print(
+            f"{name}: {row['steps']} steps, {row['train_cpu_seconds']:.0f} CPU-s of training: "
+            f"confident {f['confident_share']:.2f}, labels {f['label_accuracy']:.2f}, "
+            f"Fréchet {f['frechet']:.0f}",
+            flush=True,
+        )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        stored = json.loads(args.out.read_text()) if args.out.exists() else {}
+        stored[name] = row
+        args.out.write_text(json.dumps(stored, indent=1))
+
+
+if __name__ == "__main__":
+    main()
