@@ -51,8 +51,11 @@ def commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def ablate(name: str, steps: int, eval_every: int, extra: list[str]) -> dict:
-    """Train recipe ``name`` for ``steps`` steps on the CPU; its curve and CPU seconds."""
+def ablate(
+    name: str, steps: int, eval_every: int, extra: list[str], runs_dir: Path | None = None
+) -> dict:
+    """Train recipe ``name`` for ``steps`` steps on the CPU; its curve and CPU seconds. The run
+    folder (with the last checkpoint) is kept under ``runs_dir`` when given."""
     overrides = [
         *RECIPES[name],
         *extra,
@@ -65,7 +68,8 @@ def ablate(name: str, steps: int, eval_every: int, extra: list[str]) -> dict:
     cfg = apply_overrides(load_config("p20_ddpm"), overrides)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"p20_ablation_{name}_") as tmp:
-        outcome = run(cfg, tmp, torch.device("cpu"), progress=False)
+        run_dir = runs_dir / name if runs_dir is not None else Path(tmp)
+        outcome = run(cfg, run_dir, torch.device("cpu"), progress=False)
     summary = outcome.summary
     curve = [
         {"step": row["step"], **{k: row[f"eval/{k}"] for k in CURVE_KEYS if f"eval/{k}" in row}}
@@ -89,10 +93,11 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("runs/ablation/p20.json"))
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every recipe")
+    parser.add_argument("--runs-dir", type=Path, help="keep each run folder here (else removed)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for name in args.recipes:
-        row = ablate(name, args.steps, args.eval_every, args.set)
+        row = ablate(name, args.steps, args.eval_every, args.set, args.runs_dir)
         row.update(
             command="OMP_NUM_THREADS=1 python -m labkit.diffusion.ablation " + name
             + f" --steps {args.steps} --eval-every {args.eval_every}"
