@@ -9,7 +9,10 @@ own evaluation does (``labkit.diffusion.trained.evaluate_checkpoint``): confiden
 entropy, digits present, Fréchet distance to held-out digits, and the sampling time. The target:
 DDIM with 50 steps within 5 points of DDPM's confident share, at 1/20 of its time. Results are
 printed as a table and saved as JSON next to the checkpoint (``samplers.json``); ``ddim:S:E``
-is DDIM with S steps and η = E (η = 1: as much fresh noise per step as DDPM).
+is DDIM with S steps and η = E (η = 1: as much fresh noise per step as DDPM). ``sample.eta``'s
+default in p20_ddpm.yaml is the smallest η measured here within 1 point of DDPM's confident share
+(``--samplers ddpm ddim:50 ddim:50:0.25 ddim:50:0.5 ddim:50:0.75 ddim:50:1.0``; the YAML states
+the figures).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@
 # **Done when** `python -m labkit.done p20` passes: (a) two runs with one seed give bitwise the
 # same loss curve on the CPU, and a run stopped and resumed gives the same losses, weights and
 # EMA weights; (b) samples improve: over a 700-step run, the last checkpoint's confident share
-# beats step 100's by at least 0.20 and its Fréchet distance is at most 0.6 times step 100's;
+# beats step 100's by at least 0.40 and its Fréchet distance is at most 0.4 times step 100's;
 # (c) no NaN, no loss above 3× the median of the 50 before it; (d) DDIM with η = 1 over all
 # steps is DDPM on a Gaussian toy with a known optimal denoiser, and guidance w = 0 is the
 # unconditional model; (e) that run's training takes at most 5 minutes of one CPU thread
