@@ -73,6 +73,8 @@ class DetectionLossConfig(Section):
     box_weight: Annotated[float, Field(ge=0)] = 1.0
     focal_alpha: Probability = 0.25
     focal_gamma: Annotated[float, Field(ge=0, le=10)] = 2.0
+    cls_loss: Literal["focal", "quality_focal", "varifocal"] = "focal"
+    qfl_beta: Annotated[float, Field(ge=0, le=10)] = 2.0
 
 
 class DetectionEvalConfig(Section):

@@ -1,4 +1,4 @@
-"""Detection losses: focal loss for classification, GIoU / DIoU (+ L1) for box regression.
+"""Detection losses: focal loss (or an IoU-aware variant) for classification, GIoU / DIoU (+ L1) for box regression.
 
 All are pure functions of tensors. ``sigmoid_focal_loss``, ``giou_loss`` and ``diou_loss`` follow
 the contracts of ``torchvision.ops.sigmoid_focal_loss``, ``generalized_box_iou_loss`` and
@@ -25,6 +25,8 @@ from labkit.detection.boxes import (
 
 __all__ = [
     "sigmoid_focal_loss",
+    "quality_focal_loss",
+    "varifocal_loss",
     "giou_loss",
     "diou_loss",
     "box_regression_loss",
@@ -106,6 +108,85 @@ def sigmoid_focal_loss(
         alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
         loss = alpha_t * loss
     return _reduce(loss, reduction)  # unlike torchvision, the mean of an empty input is 0, not NaN
+
+
+def _check_soft_targets(inputs: Tensor, targets: Tensor) -> None:
+    if inputs.shape != targets.shape:
+        raise ValueError(
+            f"inputs and targets must have the same shape, got {tuple(inputs.shape)} and "
+            f"{tuple(targets.shape)}"
+        )
+    if targets.numel() > 0 and (targets.min() < 0 or targets.max() > 1):
+        raise ValueError(
+            "IoU-aware targets are soft labels in [0, 1] (the IoU of the predicted box with its "
+            f"ground truth on positives, 0 elsewhere), got values in "
+            f"[{float(targets.min()):g}, {float(targets.max()):g}]"
+        )
+
+
+def quality_focal_loss(
+    inputs: Tensor, targets: Tensor, beta: float = 2.0, reduction: str = "none"
+) -> Tensor:
+    """Quality focal loss (Li et al. 2020, "Generalized Focal Loss", eq. 5).
+
+    ``QFL(σ) = -|y - σ|^β ((1 - y) log(1 - σ) + y log σ)``: the focal loss with a soft target
+    ``y ∈ [0, 1]``, the IoU of the cell's predicted box with its ground truth (0 on background).
+    The score learns to *be* the localisation quality, so a well-placed box scores high and a
+    sloppy one low, and the scores that rank detections for mAP and pass a threshold mean
+    something. The modulating factor ``|y - σ|^β`` is small wherever the score is already near
+    its target, as ``(1 - p_t)^γ`` is for the binary focal loss (with y ∈ {0, 1} and no α they
+    coincide).
+
+    Args:
+        inputs: logits of any shape.
+        targets: same shape, soft targets in ``[0, 1]``.
+        beta: focusing exponent β ≥ 0 (the paper's default 2).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        The loss, shaped like ``inputs`` for ``"none"``, else a scalar.
+    """
+    _check_soft_targets(inputs, targets)
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    _check_reduction(reduction)
+    sigma = torch.sigmoid(inputs)
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")  # the (...) term
+    loss = ce * (targets - sigma).abs() ** beta
+    return _reduce(loss, reduction)
+
+
+def varifocal_loss(
+    inputs: Tensor,
+    targets: Tensor,
+    alpha: float = 0.75,
+    gamma: float = 2.0,
+    reduction: str = "none",
+) -> Tensor:
+    """Varifocal loss (Zhang et al. 2021, "VarifocalNet", eq. 2).
+
+    ``VFL(p, q) = -q (q log p + (1 - q) log(1 - p))`` where the target ``q > 0`` (a positive, q its
+    IoU), and ``-α p^γ log(1 - p)`` where ``q = 0``: only negatives are focally down-weighted;
+    positives are weighted by their own IoU, so the best-placed boxes dominate the gradient.
+
+    Args:
+        inputs: logits of any shape.
+        targets: same shape, soft targets in ``[0, 1]`` (0: negative).
+        alpha: weight α ≥ 0 of the negatives (the paper's 0.75).
+        gamma: focusing exponent γ ≥ 0 on negatives.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        The loss, shaped like ``inputs`` for ``"none"``, else a scalar.
+    """
+    _check_soft_targets(inputs, targets)
+    if alpha < 0 or gamma < 0:
+        raise ValueError(f"alpha and gamma must be >= 0, got alpha={alpha}, gamma={gamma}")
+    _check_reduction(reduction)
+    p = torch.sigmoid(inputs)
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    weight = torch.where(targets > 0, targets, alpha * p**gamma)
+    return _reduce(ce * weight, reduction)
 
 
 def classification_loss(
@@ -235,13 +316,18 @@ def detection_loss(
     box_weight: float = 1.0,
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
+    cls_loss: str = "focal",
+    qfl_beta: float = 2.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """Loss of a single-level anchor-free detector (FCOS-style targets, RetinaNet focal loss).
 
     1. Assign targets to grid cells (:func:`labkit.detection.assign.assign_batch`).
-    2. Classification: focal loss over every cell and class, the target of a cell being the
-       one-hot of its class (all zeros for background), summed and divided by the number of
-       positive cells, as in RetinaNet: normalising by all cells would shrink it to nothing.
+    2. Classification over every cell and class, summed and divided by the number of positive
+       cells, as in RetinaNet (normalising by all cells would shrink it to nothing). The target
+       of a cell is the one-hot of its class (all zeros for background) for the ``"focal"``
+       loss; for the IoU-aware ``"quality_focal"`` and ``"varifocal"`` losses the one is
+       replaced by the IoU of the cell's predicted box with its ground truth (detached: the
+       score learns the quality, it does not move the box).
     3. Boxes, on positive cells only: ``l1_weight * L1 (in strides) + (1 - GIoU or DIoU)``
        between the decoded prediction and the assigned box, averaged over positives.
 
@@ -252,7 +338,9 @@ def detection_loss(
         center_radius: centre-sampling radius in strides (see ``assign``).
         box_loss: ``"giou"`` or ``"diou"``.
         l1_weight, box_weight: weight of the L1 term inside the box loss; of the box loss.
-        focal_alpha, focal_gamma: focal loss parameters.
+        focal_alpha, focal_gamma: focal loss parameters (α, γ of the varifocal loss too).
+        cls_loss: ``"focal"`` (binary targets) | ``"quality_focal"`` | ``"varifocal"``.
+        qfl_beta: β of the quality focal loss.
 
     Returns:
         ``(loss, parts)``: the scalar to backpropagate and floats for logging
@@ -273,19 +361,11 @@ def detection_loss(
     batch, num_classes, height, width = cls_logits.shape
     device = cls_logits.device  # targets usually come from the DataLoader on the CPU
     targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
-    cls_target, box_target = assign_batch(
+    cell_class, box_target = assign_batch(
         targets, (height, width), stride, num_classes, center_radius
     )  # [B, H*W], [B, H*W, 4]
-    positive = cls_target < num_classes  # [B, H*W]
+    positive = cell_class < num_classes  # [B, H*W]
     num_positives = max(int(positive.sum()), 1)  # an image may have no objects
-
-    # Classification: one-hot target per cell; background (label == num_classes) is all zeros.
-    logits = cls_logits.flatten(2).transpose(1, 2)  # [B, H*W, C]
-    one_hot = F.one_hot(cls_target, num_classes + 1)[..., :num_classes].to(logits.dtype)
-    loss_cls = (
-        sigmoid_focal_loss(logits, one_hot, focal_alpha, focal_gamma, reduction="sum")
-        / num_positives
-    )
 
     # Boxes: decode the positives' predicted distances around their cell centres.
     centers = grid_centers(height, width, stride, device=device)  # [H*W, 2]
@@ -302,6 +382,25 @@ def detection_loss(
         )
         / num_positives
     )
+
+    # Classification: one-hot target per cell; background (label == num_classes) is all zeros.
+    logits = cls_logits.flatten(2).transpose(1, 2)  # [B, H*W, C]
+    one_hot = F.one_hot(cell_class, num_classes + 1)[..., :num_classes].to(logits.dtype)
+    if cls_loss == "focal":
+        loss_cls = sigmoid_focal_loss(logits, one_hot, focal_alpha, focal_gamma, reduction="sum")
+    else:  # IoU-aware: the positive's 1 becomes the IoU its box reaches (GFL / VarifocalNet)
+        iou, _ = paired_box_iou(pred_boxes.detach().float(), box_target[positive].float())  # [P]
+        quality = torch.zeros_like(one_hot)  # [B, H*W, C]
+        quality[positive] = one_hot[positive] * iou.clamp(0, 1).to(logits.dtype)[:, None]
+        if cls_loss == "quality_focal":
+            loss_cls = quality_focal_loss(logits, quality, qfl_beta, reduction="sum")
+        elif cls_loss == "varifocal":
+            loss_cls = varifocal_loss(logits, quality, focal_alpha, focal_gamma, reduction="sum")
+        else:
+            raise ValueError(
+                f"cls_loss must be focal, quality_focal or varifocal, got {cls_loss!r}"
+            )
+    loss_cls = loss_cls / num_positives
 
     loss = loss_cls + box_weight * loss_box
     parts = {
