@@ -300,3 +300,42 @@ def test_kept_indices_are_ordinary_tensors():
     for keep in (nms(boxes, scores, 0.5), batched_nms(boxes, scores, torch.zeros(30).long(), 0.5)):
         assert not keep.is_inference()
         scores[keep].sum().backward()
+
+
+@pytest.mark.parametrize("n", [100, 1000, 5000])
+@pytest.mark.parametrize("num_classes", [1, 5, 20, 80])
+def test_batched_nms_matches_torchvision_at_benchmark_sizes_and_class_counts(n, num_classes):
+    # The sizes benchmarks/bench_nms.py times (1,000 and 5,000 sit on both sides of
+    # torchvision's switch between its two strategies), from one category to many.
+    g = torch.Generator().manual_seed(n + num_classes)
+    boxes = clustered_boxes(n, g, integer=num_classes == 5)  # integer boxes: many exact ties
+    scores = torch.randint(0, 50, (n,), generator=g).float() if num_classes == 20 else None
+    scores = torch.rand(n, generator=g) if scores is None else scores
+    idxs = torch.randint(0, num_classes, (n,), generator=g)
+    for dtype in (torch.float32, torch.float64):
+        b, s = boxes.to(dtype), scores.to(dtype)
+        assert torch.equal(batched_nms(b, s, idxs, 0.5), tv.batched_nms(b, s, idxs, 0.5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_nms_boundary_cases(dtype):
+    one = torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=dtype)
+    score = torch.tensor([0.5], dtype=dtype)
+    assert batched_nms(one, score, torch.tensor([3]), 0.5).tolist() == [0]
+    # Zero-area boxes (points and lines) in two categories, next to ordinary boxes: never
+    # suppressed, and never suppressing.
+    boxes = torch.tensor(
+        [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 5, 5], [0, 0, 5, 0], [0, 0, 5, 5], [2, 2, 2, 7]],
+        dtype=dtype,
+    )
+    scores = torch.tensor([0.1, 0.4, 0.3, 0.2, 0.3, 0.3], dtype=dtype)  # ties in score too
+    idxs = torch.tensor([0, 1, 0, 1, 0, 1])
+    for threshold in (0.0, 0.5, 1.0):
+        expected = tv.batched_nms(boxes, scores, idxs, threshold)
+        assert torch.equal(batched_nms(boxes, scores, idxs, threshold), expected)
+    # Boxes exactly on the threshold, one pair per category: IoU 1/2 does not suppress at 0.5.
+    half = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 5]] * 2, dtype=dtype)
+    s = torch.tensor([0.9, 0.8, 0.7, 0.6], dtype=dtype)
+    cats = torch.tensor([0, 0, 1, 1])
+    assert batched_nms(half, s, cats, 0.5).tolist() == [0, 1, 2, 3]
+    assert torch.equal(batched_nms(half, s, cats, 0.4), tv.batched_nms(half, s, cats, 0.4))
