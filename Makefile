@@ -7,7 +7,7 @@ PHASE ?= p00
 # No MPLBACKEND here: exported, it would reach the Jupyter kernels of `make lab` and `make rerun`
 # and turn every plot into text. Only the unit tests draw headless (Agg).
 
-.PHONY: help setup test unit nbtest nbfull notebooks lint format tb lab rerun done bench doctor runs reference clean
+.PHONY: help setup test unit nbtest nbfull notebooks lint format tb lab rerun done bench gpu-check doctor runs reference clean
 
 help:
 	@echo "setup     create .venv with torch for this GPU, requirements, labkit, Jupyter kernel"
@@ -21,6 +21,7 @@ help:
 	@echo "rerun     papermill rerun: make rerun NB=00_pytorch_warmup PARAMS='-p max_steps 3000'"
 	@echo "done      phase checks: make done PHASE=p00"
 	@echo "bench     one report of speed ratios (trainer, NMS, loaders, RL, DDIM, splatting) -> runs/bench/"
+	@echo "gpu-check every GPU config for 50 steps on generated data: card, AMP, peak memory, step time -> runs/gpu_check/"
 	@echo "doctor    is this machine ready? torch/GPU kernels, AMP, data, disk, threads"
 	@echo "runs      index of the run folders under runs/ (python -m labkit.runs compare A B)"
 
@@ -77,6 +78,10 @@ done:
 # One process, interleaved repeats, ratios only; a few minutes. JSON in runs/bench/<time>.json.
 bench:
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.report
+
+# Every GPU config through the CLI for a few steps (--steps, --only); ~5 min; exit 2 without CUDA.
+gpu-check:
+	$(PY) scripts/gpu_check.py
 
 doctor:
 	$(PY) -m labkit.doctor
