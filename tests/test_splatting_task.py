@@ -49,7 +49,7 @@ def tiny(name: str = "p50_splat2d", *overrides: str) -> dict:
         ("data.size=4", "data.size"),
         ("loss.ssim_weight=2", "loss.ssim_weight"),
         ("densify.min_opacity=1", "densify.min_opacity"),
-        ("device=cuda", "device"),
+        ("device=tpu", "device"),  # auto | cpu | mps | cuda | cuda:N, as every phase
         ("seed=1.5", "seed"),
         ("model.sh_degree=1", "model.sh_degree"),  # a 3D key in a 2D config: unknown
     ],

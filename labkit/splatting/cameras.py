@@ -21,7 +21,7 @@ Explained in notebooks/50_gaussian_splatting_tiny.py.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -64,6 +64,10 @@ class Camera:
         """``tan(fov_x / 2), tan(fov_y / 2)`` = half image size over focal length."""
         return self.width / (2 * self.fx), self.height / (2 * self.fy)
 
+    def to(self, device: torch.device | str) -> Camera:
+        """The same camera with ``R`` and ``t`` on ``device`` (the intrinsics are plain numbers)."""
+        return replace(self, R=self.R.to(device), t=self.t.to(device))
+
 
 def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """World-to-camera ``R, t`` of a camera at ``eye`` looking at ``target`` (OpenCV axes).
@@ -78,7 +82,8 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> tuple[Tens
     Returns:
         ``R [3, 3]``, ``t [3]`` with ``R @ eye + t = 0`` and ``target`` on the optical axis.
     """
-    up = torch.tensor([0.0, 0.0, 1.0], dtype=eye.dtype) if up is None else up.to(eye.dtype)
+    z_up = torch.tensor([0.0, 0.0, 1.0], dtype=eye.dtype, device=eye.device)
+    up = z_up if up is None else up.to(eye)  # the eye's dtype and device
     forward = target - eye
     forward = forward / forward.norm()
     right = torch.linalg.cross(forward, up)
@@ -99,6 +104,7 @@ def orbit_cameras(
     fov_deg: float = 50.0,
     azimuth_offset_deg: float = 0.0,
     target: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    device: torch.device | str = "cpu",
 ) -> list[Camera]:
     """``num`` cameras evenly spaced in azimuth on a circle around ``target``, all looking at it.
 
@@ -106,9 +112,10 @@ def orbit_cameras(
         num: number of cameras. radius: distance from ``target``. elevation_deg: angle above the
             horizontal plane. fov_deg: horizontal field of view. azimuth_offset_deg: where the
             first camera sits (shift a second orbit by half a step for held-out views).
+        device: where the cameras' ``R`` and ``t`` live.
     """
     fx = width / (2 * math.tan(math.radians(fov_deg) / 2))
-    center = torch.tensor(target)
+    center = torch.tensor(target, device=device)
     elevation = math.radians(elevation_deg)
     cameras = []
     for k in range(num):
@@ -118,7 +125,8 @@ def orbit_cameras(
                 math.cos(elevation) * math.cos(azimuth),
                 math.cos(elevation) * math.sin(azimuth),
                 math.sin(elevation),
-            ]
+            ],
+            device=device,
         )
         R, t = look_at(eye, center)
         cameras.append(Camera(fx, fx, width / 2, height / 2, width, height, R, t))
@@ -184,7 +192,7 @@ def project_covariances(
     W = camera.R.to(covariances)
     JW = J @ W  # [N, 2, 3]
     cov2d = JW @ covariances @ JW.transpose(-1, -2)  # [N, 2, 2]
-    return cov2d + low_pass * torch.eye(2, dtype=cov2d.dtype)
+    return cov2d + low_pass * torch.eye(2, dtype=cov2d.dtype, device=cov2d.device)
 
 
 # ---------------------------------------------------------------- the other way: pixels to rays
@@ -197,10 +205,10 @@ def pixel_rays(camera: Camera) -> tuple[Tensor, Tensor]:
         ``origins [H, W, 3]`` (all the camera centre) and unit ``directions [H, W, 3]``:
         the inverse of ``project_points`` at ``(u, v) = (j + 0.5, i + 0.5)``.
     """
-    dtype = camera.R.dtype
+    dtype, device = camera.R.dtype, camera.R.device
     v, u = torch.meshgrid(
-        torch.arange(camera.height, dtype=dtype) + 0.5,
-        torch.arange(camera.width, dtype=dtype) + 0.5,
+        torch.arange(camera.height, dtype=dtype, device=device) + 0.5,
+        torch.arange(camera.width, dtype=dtype, device=device) + 0.5,
         indexing="ij",
     )
     d_cam = torch.stack(

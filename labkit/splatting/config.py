@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from labkit.utils.config import ConfigError, load_config, merge_config
 from labkit.utils.schema import (
+    Device,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -33,15 +34,6 @@ DIVERGED_ADVICE = (
     "Lower the learning rate (optim.lr, a multiplier on the per-parameter rates) or turn "
     "densification off (densify.enabled=false)"
 )
-
-
-def _cpu_only(value: str) -> str:
-    if value != "cpu":
-        raise ValueError(
-            "must be cpu: P50's rasterisers build their pixel grids and tile lists on the CPU "
-            "(a GPU port is an exercise, not a setting)"
-        )
-    return value
 
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -130,7 +122,7 @@ class SplatEvalConfig(Section):
 
 class SplatRunConfig(RunConfig):
     phase: Literal["p50"]
-    device: Annotated[str, AfterValidator(_cpu_only)] = "cpu"
+    device: Device = "cpu"  # auto | cpu | cuda | cuda:N; the CPU figures are the reference
     torch_threads: Annotated[int, Field(ge=1, le=256)] | None = None
     loss: LossConfig
     densify: DensifySection

@@ -66,19 +66,20 @@ class DensifyConfig:
 class GradientStats:
     """Running sum of ``‖∂L/∂μ'_i‖`` and of the number of views in which Gaussian i was drawn."""
 
-    def __init__(self, num: int) -> None:
-        self.grad_sum = torch.zeros(num)
-        self.count = torch.zeros(num)
+    def __init__(self, num: int, device: torch.device | str | None = None) -> None:
+        self.grad_sum = torch.zeros(num, device=device)  # [N], on the Gaussians' device
+        self.count = torch.zeros(num, device=device)
 
     def add(self, mean2d_grad: Tensor, ids: Tensor | None = None) -> None:
         """``mean2d_grad [V, 2]``: gradient of the image-space means of Gaussians ``ids [V]``
-        (all N when None). Gaussians with an exactly zero gradient were not drawn and not counted.
+        (all N when None; ``ids`` are distinct). Gaussians with an exactly zero gradient were
+        not drawn and are not counted: they add 0 to both sums.
         """
-        norms = mean2d_grad.detach().norm(dim=-1).float()
-        ids = torch.arange(len(norms)) if ids is None else ids
+        norms = mean2d_grad.detach().norm(dim=-1).float()  # [V]
+        ids = torch.arange(len(norms), device=norms.device) if ids is None else ids
         drawn = norms > 0
-        self.grad_sum.index_add_(0, ids[drawn], norms[drawn])
-        self.count.index_add_(0, ids[drawn], torch.ones(int(drawn.sum())))
+        self.grad_sum.index_add_(0, ids, torch.where(drawn, norms, 0.0))
+        self.count.index_add_(0, ids, drawn.to(self.count.dtype))
 
     def average(self) -> Tensor:
         return self.grad_sum / self.count.clamp(min=1)
@@ -164,7 +165,10 @@ def _split_children(gaussians, tensors: dict[str, Tensor], split: Tensor, genera
     """Two children per split Gaussian: means ``μ + R (s ⊙ ε)``, ``ε ~ N(0, I)``; scales / 1.6."""
     scales = gaussians.scales[split].repeat(2, 1)  # [2S, d]
     rotations = gaussians.rotations()[split].repeat(2, 1, 1)  # [2S, d, d]
-    eps = torch.randn(scales.shape, generator=generator)
+    # drawn where the generator lives (the task's is on the CPU: one seed, the same draws on any
+    # device), then moved to the Gaussians
+    draw_on = generator.device if generator is not None else scales.device
+    eps = torch.randn(scales.shape, generator=generator, device=draw_on).to(scales.device)
     offsets = (rotations @ (scales * eps)[..., None]).squeeze(-1)  # sample of N(0, Σ)
     children = {k: v[split].repeat(2, *([1] * (v.ndim - 1))) for k, v in tensors.items()}
     children["means"] = children["means"] + offsets

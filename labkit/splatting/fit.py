@@ -87,6 +87,13 @@ def _adam(gaussians, lr: dict[str, float]) -> torch.optim.Adam:
     return torch.optim.Adam(groups, lr=0.0, eps=1e-15)  # 3DGS's eps: gradients here are tiny
 
 
+def _default_generator() -> torch.Generator:
+    """A fit's generator when none is given: on the CPU, whatever device the fit runs on, so a
+    seed draws the same starting Gaussians (and splits, and view orders) everywhere; its few
+    draws are moved to the fit's device."""
+    return torch.Generator(device="cpu").manual_seed(0)
+
+
 def _decay_means_lr(
     optimizer: torch.optim.Adam, lr0: float, step: int, steps: int, ratio: float
 ) -> None:
@@ -128,7 +135,8 @@ class Fit(ABC):
         self.lr, self.steps, self.means_lr_final_ratio = dict(lr), steps, means_lr_final_ratio
         self.densify, self.generator = densify, generator
         self.optimizer = _adam(self.gaussians, self.lr)
-        self.stats = GradientStats(len(self.gaussians))
+        self.device = self.gaussians.means.device  # the target's: everything a step makes is here
+        self.stats = GradientStats(len(self.gaussians), self.device)
         self.step = 0
 
     @abstractmethod
@@ -167,8 +175,8 @@ class Fit(ABC):
                 self.gaussians = densify_and_prune(
                     self.gaussians, self.optimizer, self.stats, densify, self.generator
                 )
-                self.stats = GradientStats(len(self.gaussians))
-        return loss.item()
+                self.stats = GradientStats(len(self.gaussians), self.device)
+        return loss.item()  # a number for the loop to log and guard (on a GPU: a sync)
 
     # -------------------------------------------------------- state: continue a fit exactly
 
@@ -194,9 +202,9 @@ class Fit(ABC):
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.generator.set_state(state["generator"])
-        self.stats.grad_sum, self.stats.count = (
-            state["grad_sum"].clone(),
-            state["grad_count"].clone(),
+        self.stats.grad_sum, self.stats.count = (  # a checkpoint is read onto the CPU
+            state["grad_sum"].to(self.device, copy=True),
+            state["grad_count"].to(self.device, copy=True),
         )
 
     def start_from(self, gaussians: dict[str, Tensor]) -> None:
@@ -204,7 +212,7 @@ class Fit(ABC):
         self.gaussians.load_state_dict(gaussians)
         self.gaussians.requires_grad_()
         self.optimizer = _adam(self.gaussians, self.lr)
-        self.stats = GradientStats(len(self.gaussians))
+        self.stats = GradientStats(len(self.gaussians), self.device)
 
 
 # ---------------------------------------------------------------- 2D: one image
@@ -234,14 +242,16 @@ class ImageFit(Fit):
             raise ValueError(f"image must be [H, W, 3] in [0, 1]; got {tuple(image.shape)}")
         if init not in ("image", "random"):
             raise ValueError(f"init must be 'image' or 'random'; got {init!r}")
-        generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        self.image = image.float()  # [H, W, 3]
+        generator = generator if generator is not None else _default_generator()
+        self.image = image.float()  # [H, W, 3], on the device the fit runs on
         self.height, self.width = image.shape[:2]
         self.mode, self.loss_kind, self.ssim_weight, self.tile = mode, loss, ssim_weight, tile
         if init == "image":  # each Gaussian starts with the colour of the pixel under it
             gaussians = gaussians_2d_from_image(self.image, num_gaussians, generator)
         else:
-            gaussians = random_gaussians_2d(num_gaussians, self.height, self.width, generator)
+            gaussians = random_gaussians_2d(
+                num_gaussians, self.height, self.width, generator, device=image.device
+            )
         super().__init__(
             gaussians, {**LR_2D, **(lr or {})}, steps, means_lr_final_ratio, densify, generator
         )
@@ -316,13 +326,15 @@ class SceneFit(Fit):
         generator: torch.Generator | None = None,
         tile: int = 8,
     ) -> None:
-        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        generator = generator if generator is not None else _default_generator()
         self.data, self.loss_kind, self.ssim_weight, self.tile = data, loss, ssim_weight, tile
         if init == "points":  # 3DGS: one Gaussian per sparse (SfM) point
             gaussians = gaussians_3d_from_points(data.points, data.colors, sh_degree)
         elif init == "random":  # 3DGS without SfM points: as many, uniform in their bounding cube
             half = data.points.abs().max().item()
-            gaussians = random_gaussians_3d(len(data.points), half, sh_degree, generator)
+            gaussians = random_gaussians_3d(
+                len(data.points), half, sh_degree, generator, device=data.points.device
+            )
         else:
             raise ValueError(f"init must be 'points' or 'random'; got {init!r}")
         lr = {**LR_3D, **(lr or {})}
@@ -333,7 +345,8 @@ class SceneFit(Fit):
     def loss(self) -> tuple[Tensor, Tensor, Tensor]:
         if not self.order:  # a new epoch: every training view once, in a random order
             views = len(self.data.train_cameras)
-            self.order = torch.randperm(views, generator=self.generator).tolist()
+            order = torch.randperm(views, generator=self.generator, device=self.generator.device)
+            self.order = order.tolist()
         view = self.order.pop()
         out = render_gaussians_3d(
             self.gaussians, self.data.train_cameras[view], self.data.background, tile=self.tile

@@ -46,6 +46,7 @@ __all__ = [
 # Y_1^m = sqrt(3 / (4 pi)) * (y, z, x) up to sign (the constants of 3DGS's sh_utils.py).
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
+_CPU = torch.device("cpu")
 
 
 # ---------------------------------------------------------------- geometry: rotations, covariances
@@ -170,8 +171,9 @@ class _ParameterSet:
         if len(counts) != 1 or wrong:
             shapes = {k: tuple(t.shape) for k, t in state.items()}
             raise ValueError(f"tensor shapes do not fit {type(self).__name__}: {shapes}")
-        for name, tensor in state.items():
-            setattr(self, name, tensor.detach().clone().to(own[name].dtype))
+        for name, tensor in state.items():  # onto this set's device (checkpoints load on the CPU)
+            mine = own[name]
+            setattr(self, name, tensor.detach().to(mine.device, mine.dtype, copy=True))
 
 
 @dataclass
@@ -252,9 +254,9 @@ class Gaussians3D(_ParameterSet):
 # ---------------------------------------------------------------- initialisers
 
 
-def _logit(p: float | Tensor) -> Tensor:
+def _logit(p: float | Tensor, device: torch.device | str | None = None) -> Tensor:
     """The opacity logit of a starting opacity, which must lie strictly between 0 and 1."""
-    p = torch.as_tensor(p, dtype=torch.float32)
+    p = torch.as_tensor(p, dtype=torch.float32, device=device)
     if not bool(((p > 0) & (p < 1)).all()):
         raise ValueError(
             f"opacity must be strictly between 0 and 1, got {p.min().item()}..{p.max().item()}: "
@@ -264,19 +266,30 @@ def _logit(p: float | Tensor) -> Tensor:
     return torch.log(p / (1 - p))
 
 
+def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    """Where random numbers are drawn: on the generator's device (so a CPU generator gives the
+    same Gaussians whichever device they are then moved to), or on ``device`` without one."""
+    return generator.device if generator is not None else device
+
+
 def random_gaussians_2d(
     num: int,
     height: int,
     width: int,
     generator: torch.Generator | None = None,
     opacity: float = 0.5,
+    device: torch.device | str | None = None,
 ) -> Gaussians2D:
     """N Gaussians at uniform positions with random colours in ``[0, 1]`` and random angles.
 
-    Isotropic, with the scale of ``gaussians_2d_from_image``.
+    Isotropic, with the scale of ``gaussians_2d_from_image``. ``device``: where they live
+    (None: the generator's device, the CPU without one); drawn on the generator's device.
     """
-    means = torch.rand(num, 2, generator=generator) * torch.tensor([width, height])
-    colors = torch.rand(num, 3, generator=generator)
+    device = torch.device(device) if device is not None else _draw_device(generator, _CPU)
+    draw = _draw_device(generator, device)
+    size = torch.tensor([width, height], device=draw)
+    means = (torch.rand(num, 2, generator=generator, device=draw) * size).to(device)
+    colors = torch.rand(num, 3, generator=generator, device=draw).to(device)
     return _gaussians_2d_at(means, colors, height, width, generator, opacity)
 
 
@@ -294,23 +307,25 @@ def gaussians_2d_from_image(
     copy of the image rather than a saturated or a dark one.
     """
     height, width = image.shape[:2]
-    rows = torch.randint(0, height, (num,), generator=generator)
-    cols = torch.randint(0, width, (num,), generator=generator)
-    jitter = torch.rand(num, 2, generator=generator)  # anywhere inside the sampled pixel
-    means = torch.stack([cols, rows], -1).float() + jitter
+    draw = _draw_device(generator, image.device)  # the Gaussians go to the image's device
+    rows = torch.randint(0, height, (num,), generator=generator, device=draw).to(image.device)
+    cols = torch.randint(0, width, (num,), generator=generator, device=draw).to(image.device)
+    jitter = torch.rand(num, 2, generator=generator, device=draw)  # anywhere inside the pixel
+    means = torch.stack([cols, rows], -1).float() + jitter.to(image.device)
     return _gaussians_2d_at(means, image[rows, cols].float(), height, width, generator, opacity)
 
 
 def _gaussians_2d_at(
     means: Tensor, colors: Tensor, height: int, width: int, generator, opacity: float
 ) -> Gaussians2D:
-    num = means.shape[0]
-    logit = _logit(opacity)  # first: it checks 0 < opacity < 1
+    num, device = means.shape[0], means.device
+    logit = _logit(opacity, device)  # first: it checks 0 < opacity < 1
     sigma = math.sqrt(height * width / (2 * math.pi * num * opacity))  # o · 2πσ² = H W / N
+    angles = torch.rand(num, generator=generator, device=_draw_device(generator, device))
     return Gaussians2D(
         means=means,
-        log_scales=torch.full((num, 2), math.log(sigma)),
-        angles=torch.rand(num, generator=generator) * math.pi,
+        log_scales=torch.full((num, 2), math.log(sigma), device=device),
+        angles=angles.to(device) * math.pi,
         colors=colors,
         opacity_logits=logit.expand(num).clone(),
     )
@@ -322,14 +337,19 @@ def random_gaussians_3d(
     sh_degree: int = 0,
     generator: torch.Generator | None = None,
     opacity: float = 0.1,
+    device: torch.device | str | None = None,
 ) -> Gaussians3D:
     """N Gaussians uniform in the cube ``[-extent, extent]³`` with random colours.
 
     3DGS falls back to this when no SfM points exist (its synthetic Blender scenes).
+    ``device``: where they live (None: the generator's device, the CPU without one); drawn on
+    the generator's device.
     """
-    points = (torch.rand(num, 3, generator=generator) * 2 - 1) * extent
-    colors = torch.rand(num, 3, generator=generator)
-    return gaussians_3d_from_points(points, colors, sh_degree, opacity)
+    device = torch.device(device) if device is not None else _draw_device(generator, _CPU)
+    draw = _draw_device(generator, device)
+    points = (torch.rand(num, 3, generator=generator, device=draw) * 2 - 1) * extent
+    colors = torch.rand(num, 3, generator=generator, device=draw)
+    return gaussians_3d_from_points(points.to(device), colors.to(device), sh_degree, opacity)
 
 
 def gaussians_3d_from_points(
@@ -354,13 +374,13 @@ def gaussians_3d_from_points(
     squared.fill_diagonal_(float("inf"))
     k = min(3, max(num - 1, 1))
     mean_sq = squared.topk(k, dim=1, largest=False).values.mean(dim=1).clamp(min=1e-7)  # [N]
-    quats = torch.zeros(num, 4)
+    quats = torch.zeros(num, 4, device=points.device)
     quats[:, 0] = 1.0  # identity rotation
     return Gaussians3D(
         means=points.clone(),
         log_scales=(0.5 * mean_sq.log())[:, None].repeat(1, 3),  # log sqrt(mean d²)
         quats=quats,
-        opacity_logits=_logit(opacity).expand(num).clone(),
+        opacity_logits=_logit(opacity, points.device).expand(num).clone(),
         sh_dc=rgb_to_sh0(colors.float())[:, None, :].clone(),
-        sh_rest=torch.zeros(num, (sh_degree + 1) ** 2 - 1, 3),
+        sh_rest=torch.zeros(num, (sh_degree + 1) ** 2 - 1, 3, device=points.device),
     )

@@ -83,7 +83,7 @@ class FitResult:
 
 def side_by_side(target: Tensor, render: Tensor) -> Tensor:
     """``[H, W, 3]`` target and render → one ``[3, H, 2W + 2]`` image for TensorBoard."""
-    gap = torch.ones(target.shape[0], 2, 3)
+    gap = torch.ones(target.shape[0], 2, 3, dtype=target.dtype, device=target.device)
     return torch.cat([target, gap, render.clamp(0, 1)], dim=1).permute(2, 0, 1)
 
 

@@ -33,6 +33,8 @@ def psnr(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
         raise ValueError(
             f"psnr needs images of the same shape; got {tuple(a.shape)} and {tuple(b.shape)}"
         )
+    # float64: the mean of ~50k squared errors of order 1e-3 to 1e-4; in float32 its last digits
+    # would depend on the order of the sum (another thread count, another device)
     mse = torch.mean((a.double() - b.double()) ** 2)
     return (10 * torch.log10(data_range**2 / mse)).to(
         a.dtype if a.is_floating_point() else torch.float32
@@ -40,10 +42,17 @@ def psnr(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
 
 
 def gaussian_window(
-    size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float32
+    size: int = 11,
+    sigma: float = 1.5,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> Tensor:
-    """1D Gaussian taps ``exp(-x² / 2σ²)`` at ``x = -(size-1)/2 … (size-1)/2``, summing to 1. ``[size]``."""
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    """1D Gaussian taps ``exp(-x² / 2σ²)`` at ``x = -(size-1)/2 … (size-1)/2``, summing to 1. ``[size]``.
+
+    Computed in float64 and rounded once to ``dtype``: as close as ``dtype`` gets to the float64
+    window of skimage, which the tests compare ``ssim`` with.
+    """
+    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
     w = torch.exp(-(x**2) / (2 * sigma**2))
     return (w / w.sum()).to(dtype)
 
@@ -82,7 +91,7 @@ def ssim(
     x = torch.stack([a, b]).to(dtype).permute(0, 3, 1, 2)  # [2, C, H, W]
     channels = x.shape[1]
 
-    w = gaussian_window(window_size, sigma, dtype)
+    w = gaussian_window(window_size, sigma, dtype, x.device)
     # The 2D window is separable (outer product of w with itself): filter rows, then columns.
     w_row = w.view(1, 1, 1, -1).expand(channels, 1, 1, window_size)
     w_col = w.view(1, 1, -1, 1).expand(channels, 1, window_size, 1)

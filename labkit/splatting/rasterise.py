@@ -28,6 +28,7 @@ Explained in notebooks/50_gaussian_splatting_tiny.py.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -143,10 +144,10 @@ def render_dense(
         ``image [H, W, 3]`` and accumulated ``alpha [H, W]`` (``1 - T_final``; for "sum", ``Σ α_i``).
     """
     _check_mode(mode)
-    dtype = splats.means2d.dtype
+    dtype, device = splats.means2d.dtype, splats.means2d.device
     ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=dtype) + 0.5,
-        torch.arange(width, dtype=dtype) + 0.5,
+        torch.arange(height, dtype=dtype, device=device) + 0.5,
+        torch.arange(width, dtype=dtype, device=device) + 0.5,
         indexing="ij",
     )
     pixels = torch.stack([xs, ys], -1).reshape(-1, 2)  # [P, 2] pixel centres
@@ -201,8 +202,9 @@ def tile_pairs(
         y1 = ((my + r) / tile).floor().clamp(0, tiles_y - 1).long()
         nx = x1 - x0 + 1
         count = torch.where(on_image, nx * (y1 - y0 + 1), torch.zeros_like(nx))  # tiles per splat
-        splat_ids = torch.repeat_interleave(torch.arange(len(count)), count)  # [M]
-        k = torch.arange(len(splat_ids)) - (torch.cumsum(count, 0) - count)[splat_ids]  # k-th tile
+        splat_ids = torch.repeat_interleave(count)  # [M]: splat i repeated count[i] times
+        k = torch.arange(len(splat_ids), device=count.device)
+        k = k - (torch.cumsum(count, 0) - count)[splat_ids]  # the k-th tile of its splat
         tx = x0[splat_ids] + k % nx[splat_ids]
         ty = y0[splat_ids] + k // nx[splat_ids]
         tile_ids = ty * tiles_x + tx
@@ -233,16 +235,17 @@ def render(
         ``image [H, W, 3]`` and accumulated ``alpha [H, W]``.
     """
     _check_mode(mode)
-    dtype = splats.means2d.dtype
+    dtype, device = splats.means2d.dtype, splats.means2d.device
     tiles_x, tiles_y = -(-width // tile), -(-height // tile)
     tile_ids, ids = tile_pairs(splats.means2d, splats.radii, height, width, tile)  # [M], [M]
 
     # Pixel centres of every tile, [num_tiles, tile², 2].
-    oy, ox = torch.meshgrid(
-        torch.arange(tile, dtype=dtype), torch.arange(tile, dtype=dtype), indexing="ij"
-    )
+    pixel = torch.arange(tile, dtype=dtype, device=device)
+    oy, ox = torch.meshgrid(pixel, pixel, indexing="ij")
     offsets = torch.stack([ox, oy], -1).reshape(-1, 2) + 0.5
-    ty, tx = torch.meshgrid(torch.arange(tiles_y), torch.arange(tiles_x), indexing="ij")
+    ty, tx = torch.meshgrid(
+        torch.arange(tiles_y, device=device), torch.arange(tiles_x, device=device), indexing="ij"
+    )
     origins = torch.stack([tx, ty], -1).reshape(-1, 1, 2).to(dtype) * tile
 
     d = origins[tile_ids] + offsets - splats.means2d[ids][:, None, :]  # [M, tile², 2]
@@ -259,16 +262,18 @@ def render(
         exclusive = torch.cumsum(log_one_minus, 0) - log_one_minus
         new_run = torch.ones_like(tile_ids, dtype=torch.bool)
         new_run[1:] = tile_ids[1:] != tile_ids[:-1]
-        run_start = torch.cummax(torch.where(new_run, torch.arange(len(ids)), 0), 0).values
+        pair = torch.arange(len(ids), device=device)
+        run_start = torch.cummax(torch.where(new_run, pair, 0), 0).values
         log_T = exclusive - exclusive[run_start]
-        keep = log_T + log_one_minus >= torch.log(torch.tensor(T_MIN, dtype=torch.float64))
+        keep = log_T + log_one_minus >= math.log(T_MIN)
         weight = alpha * torch.exp(log_T).to(dtype) * keep  # α_i T_i, early-stopped
 
     num_tiles = tiles_x * tiles_y
-    color = torch.zeros(num_tiles, tile * tile, 3, dtype=dtype).index_add(
+    color = torch.zeros(num_tiles, tile * tile, 3, dtype=dtype, device=device).index_add(
         0, tile_ids, weight[..., None] * splats.colors[ids][:, None, :]
     )
-    acc = torch.zeros(num_tiles, tile * tile, dtype=dtype).index_add(0, tile_ids, weight)
+    acc = torch.zeros(num_tiles, tile * tile, dtype=dtype, device=device)
+    acc = acc.index_add(0, tile_ids, weight)
 
     # [tiles_y, tiles_x, tile, tile, ...] → [H', W', ...], cropped to the image.
     def untile(x: Tensor) -> Tensor:

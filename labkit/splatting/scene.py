@@ -17,7 +17,7 @@ Explained in notebooks/50_gaussian_splatting_tiny.py.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -92,7 +92,7 @@ def ray_sphere(origins: Tensor, directions: Tensor, sphere: Sphere) -> tuple[Ten
     Solves ``|o + t d - c|² = r²``: ``t² + 2 b t + (|o - c|² - r²) = 0`` with ``b = d · (o - c)``,
     nearest root ``t = -b - sqrt(b² - |o - c|² + r²)``.
     """
-    center = torch.tensor(sphere.center, dtype=origins.dtype)
+    center = torch.tensor(sphere.center, dtype=origins.dtype, device=origins.device)
     oc = origins - center
     b = (directions * oc).sum(-1)
     disc = b * b - (oc * oc).sum(-1) + sphere.radius**2
@@ -109,8 +109,8 @@ def ray_box(origins: Tensor, directions: Tensor, box: Box) -> tuple[Tensor, Tens
     the box where all three intervals overlap: ``max(t_near) <= min(t_far)``. The entry face is the
     axis that attains ``max(t_near)``; its normal points against the ray.
     """
-    lo = torch.tensor(box.lo, dtype=origins.dtype)
-    hi = torch.tensor(box.hi, dtype=origins.dtype)
+    lo = torch.tensor(box.lo, dtype=origins.dtype, device=origins.device)
+    hi = torch.tensor(box.hi, dtype=origins.dtype, device=origins.device)
     d = torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)
     t1, t2 = (lo - origins) / d, (hi - origins) / d  # [R, 3]
     t_near, axis = torch.minimum(t1, t2).max(-1)
@@ -124,22 +124,23 @@ def ray_box(origins: Tensor, directions: Tensor, box: Box) -> tuple[Tensor, Tens
 
 def _intersect(scene: Scene, origins: Tensor, directions: Tensor):
     """Nearest hit over all primitives: ``t [R]``, ``normals [R, 3]``, ``albedo [R, 3]``."""
-    best_t = torch.full(origins.shape[:1], math.inf, dtype=origins.dtype)
+    like = dict(dtype=origins.dtype, device=origins.device)
+    best_t = torch.full(origins.shape[:1], math.inf, **like)
     normals = torch.zeros_like(origins)
-    albedo = torch.tensor(scene.background, dtype=origins.dtype).expand_as(origins).clone()
+    albedo = torch.tensor(scene.background, **like).expand_as(origins).clone()
     for prim in scene.primitives:
         hit_fn = ray_sphere if isinstance(prim, Sphere) else ray_box
         t, n = hit_fn(origins, directions, prim)
         closer = t < best_t
         best_t = torch.where(closer, t, best_t)
         normals[closer] = n[closer]
-        albedo[closer] = torch.tensor(prim.color, dtype=origins.dtype)
+        albedo[closer] = torch.tensor(prim.color, **like)
     return best_t, normals, albedo
 
 
 def _shade(scene: Scene, normals: Tensor, albedo: Tensor) -> Tensor:
     """Lambert: ``albedo · (ambient + (1 - ambient) · max(0, n · l))``. ``[R, 3]``."""
-    light = torch.tensor(scene.light, dtype=normals.dtype)
+    light = torch.tensor(scene.light, dtype=normals.dtype, device=normals.device)
     lambert = (normals @ (light / light.norm())).clamp(min=0)
     return albedo * (scene.ambient + (1 - scene.ambient) * lambert)[:, None]
 
@@ -158,6 +159,9 @@ def render_scene(scene: Scene, camera: Camera, supersample: int = 3) -> Tensor:
         camera.t,
     )
     origins, directions = pixel_rays(fine)
+    # float64: the ray-sphere discriminant b² - |o - c|² + r² cancels (b² ≈ 16 for a camera 4
+    # units away, the result ≈ 0 at a silhouette), and float32 would move the silhouettes by
+    # its rounding. The images are made once, so the cost does not matter.
     origins, directions = origins.reshape(-1, 3).double(), directions.reshape(-1, 3).double()
     t, normals, albedo = _intersect(scene, origins, directions)
     color = torch.where(torch.isfinite(t)[:, None], _shade(scene, normals, albedo), albedo)
@@ -169,12 +173,14 @@ def render_scene(scene: Scene, camera: Camera, supersample: int = 3) -> Tensor:
 
 
 def _sample_on(prim, num: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``num`` uniform points on a primitive's surface and their outward normals."""
+    """``num`` uniform points on a primitive's surface and their outward normals, on the
+    generator's device; float64 for the margin test of ``sample_surface_points``."""
+    like = dict(dtype=torch.float64, device=generator.device)
     if isinstance(prim, Sphere):
-        n = torch.randn(num, 3, generator=generator, dtype=torch.float64)
+        n = torch.randn(num, 3, generator=generator, **like)
         n = n / n.norm(dim=-1, keepdim=True)
-        return torch.tensor(prim.center, dtype=torch.float64) + prim.radius * n, n
-    lo, hi = torch.tensor(prim.lo, dtype=torch.float64), torch.tensor(prim.hi, dtype=torch.float64)
+        return torch.tensor(prim.center, **like) + prim.radius * n, n
+    lo, hi = torch.tensor(prim.lo, **like), torch.tensor(prim.hi, **like)
     size = hi - lo
     areas = torch.stack([size[1] * size[2], size[0] * size[2], size[0] * size[1]]).repeat(
         2
@@ -183,10 +189,11 @@ def _sample_on(prim, num: int, generator: torch.Generator) -> tuple[Tensor, Tens
         areas, num, replacement=True, generator=generator
     )  # 0-2: lo side, 3-5: hi
     axis, high = face % 3, face >= 3
-    p = lo + torch.rand(num, 3, generator=generator, dtype=torch.float64) * size
-    p[torch.arange(num), axis] = torch.where(high, hi[axis], lo[axis])
-    n = torch.zeros(num, 3, dtype=torch.float64)
-    n[torch.arange(num), axis] = torch.where(high, 1.0, -1.0).double()
+    p = lo + torch.rand(num, 3, generator=generator, **like) * size
+    rows = torch.arange(num, device=generator.device)
+    p[rows, axis] = torch.where(high, hi[axis], lo[axis])
+    n = torch.zeros(num, 3, **like)
+    n[rows, axis] = torch.where(high, 1.0, -1.0).double()
     return p, n
 
 
@@ -208,10 +215,16 @@ def sample_surface_points(
 
     Points are spread over primitives by surface area. Dropped (so M < num): points on downward
     faces, and points inside or on another primitive (the floor under the cube): no camera sees them.
-    Noise: ``position_noise`` (world units) and ``color_noise`` standard deviations.
+    Noise: ``position_noise`` (world units) and ``color_noise`` standard deviations. The points
+    are on the generator's device (default: a CPU one seeded with 0).
+
+    Sampled in float64, returned as float32: the "on another primitive" test works with a 1e-6
+    margin, about ten float32 steps at these coordinates, so float64 keeps it clear of rounding.
     """
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    areas = torch.tensor([_surface_area(p) for p in scene.primitives], dtype=torch.float64)
+    if generator is None:
+        generator = torch.Generator(device="cpu").manual_seed(0)
+    like = dict(dtype=torch.float64, device=generator.device)
+    areas = torch.tensor([_surface_area(p) for p in scene.primitives], **like)
     owner = torch.multinomial(areas, num, replacement=True, generator=generator)
     counts = owner.bincount(minlength=len(areas))
     points, colors = [], []
@@ -219,30 +232,25 @@ def sample_surface_points(
         p, n = _sample_on(prim, count, generator)
         others = [q for j, q in enumerate(scene.primitives) if j != k]
         keep = (n[:, 2] > -0.5) & ~_inside_any(others, p)
-        albedo = torch.tensor(prim.color, dtype=torch.float64).expand(int(keep.sum()), 3)
+        albedo = torch.tensor(prim.color, **like).expand(int(keep.sum()), 3)
         points.append(p[keep])
         colors.append(_shade(scene, n[keep], albedo))
     points, colors = torch.cat(points), torch.cat(colors)
-    points = points + position_noise * torch.randn(
-        points.shape, generator=generator, dtype=torch.float64
-    )
-    colors = colors + color_noise * torch.randn(
-        colors.shape, generator=generator, dtype=torch.float64
-    )
+    points = points + position_noise * torch.randn(points.shape, generator=generator, **like)
+    colors = colors + color_noise * torch.randn(colors.shape, generator=generator, **like)
     return points.float(), colors.clamp(0, 1).float()
 
 
 def _inside_any(primitives: list, points: Tensor, margin: float = 1e-6) -> Tensor:
     """``[M]`` True where a point is inside or on (within ``margin``) any of the primitives."""
-    inside = torch.zeros(points.shape[0], dtype=torch.bool)
+    inside = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+    like = dict(dtype=points.dtype, device=points.device)
     for prim in primitives:
         if isinstance(prim, Sphere):
-            c = torch.tensor(prim.center, dtype=points.dtype)
+            c = torch.tensor(prim.center, **like)
             inside |= (points - c).norm(dim=-1) <= prim.radius + margin
         else:
-            lo, hi = torch.tensor(prim.lo, dtype=points.dtype), torch.tensor(
-                prim.hi, dtype=points.dtype
-            )
+            lo, hi = torch.tensor(prim.lo, **like), torch.tensor(prim.hi, **like)
             inside |= ((points >= lo - margin) & (points <= hi + margin)).all(-1)
     return inside
 
@@ -267,6 +275,19 @@ class SceneData:
     colors: Tensor
     background: Tensor
 
+    def to(self, device: torch.device | str) -> SceneData:
+        """The same data with every tensor (images, points, cameras' ``R, t``) on ``device``."""
+        return replace(
+            self,
+            train_cameras=[camera.to(device) for camera in self.train_cameras],
+            train_images=self.train_images.to(device),
+            test_cameras=[camera.to(device) for camera in self.test_cameras],
+            test_images=self.test_images.to(device),
+            points=self.points.to(device),
+            colors=self.colors.to(device),
+            background=self.background.to(device),
+        )
+
 
 def make_scene_data(
     scene: Scene | None = None,
@@ -284,6 +305,8 @@ def make_scene_data(
     Training cameras sit on two orbits (elevations 20° and 50°, ``num_train / 2`` each, the upper
     one shifted half a step in azimuth); held-out cameras on a third orbit at 35°, between the two
     and at azimuths no training camera has: the test asks for new views, not memorised ones.
+    Made on the CPU (the data set of a fit, like a photo loaded from disk); ``.to(device)``
+    moves it.
     """
     scene = scene if scene is not None else default_scene()
     half = num_train // 2
@@ -292,7 +315,8 @@ def make_scene_data(
         num_train - half, radius, 50.0, size, size, fov_deg, azimuth_offset_deg=step / 2
     )
     test = orbit_cameras(num_test, radius, 35.0, size, size, fov_deg, azimuth_offset_deg=step / 4)
-    points, colors = sample_surface_points(scene, num_points, torch.Generator().manual_seed(seed))
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    points, colors = sample_surface_points(scene, num_points, generator)
     return SceneData(
         scene=scene,
         train_cameras=train,
@@ -301,5 +325,5 @@ def make_scene_data(
         test_images=torch.stack([render_scene(scene, c, supersample) for c in test]),
         points=points,
         colors=colors,
-        background=torch.tensor(scene.background),
+        background=torch.tensor(scene.background, device="cpu"),
     )

@@ -28,7 +28,7 @@ from labkit.splatting.images import load_image
 from labkit.splatting.loop import run_fit
 from labkit.splatting.scene import make_scene_data
 from labkit.utils.checkpoint import Checkpoint
-from labkit.utils.config import ConfigError
+from labkit.utils.device import get_device
 from labkit.utils.runs import RunResult, checkpoint_resume_point
 from labkit.utils.seed import set_seed
 from labkit.utils.threads import torch_threads
@@ -53,11 +53,14 @@ def densify_config(cfg: dict) -> DensifyConfig | None:
 def build(cfg: dict, device: torch.device | None = None) -> Fit:
     """A fresh fit of a checked P50 config, holding its target (the image, or the scene's views).
 
-    Its generator (initialisation, split sampling, 3D view order) is seeded with ``cfg["seed"]``;
-    ``device`` must be the CPU or None (the rasterisers are CPU code).
+    The target, and with it the Gaussians and every render, lives on ``device`` (None: the
+    config's ``device``, resolved by :func:`labkit.utils.device.get_device`). The generator
+    (initialisation, split sampling, 3D view order) is seeded with ``cfg["seed"]`` and stays on
+    the CPU whatever the device: a seed draws the same numbers on every device, and a checkpoint
+    resumes on another one.
     """
-    _cpu_only(device)
-    generator = torch.Generator().manual_seed(cfg["seed"])
+    device = device or get_device(cfg["device"])
+    generator = torch.Generator(device="cpu").manual_seed(cfg["seed"])
     optim, model, data, loss = cfg["optim"], cfg["model"], cfg["data"], cfg["loss"]
     common = dict(
         means_lr_final_ratio=optim["means_lr_final"] if optim["scheduler"] != "none" else 1.0,
@@ -70,26 +73,19 @@ def build(cfg: dict, device: torch.device | None = None) -> Fit:
     )
     steps = cfg["trainer"]["max_steps"]
     if cfg["kind"] == "image2d":
-        image = load_image(data["image"], data["size"])  # [S, S, 3]
+        image = load_image(data["image"], data["size"]).to(device)  # [S, S, 3]
         lr = {name: rate * optim["lr"] for name, rate in LR_2D.items()}
         return ImageFit(image, model["num_gaussians"], steps, lr=lr, mode=model["mode"], **common)
-    scene = make_scene_data(
+    scene = make_scene_data(  # ray cast on the CPU, once; then moved to the device
         size=data["size"],
         num_train=data["num_train"],
         num_test=data["num_test"],
         num_points=data["num_points"],
         seed=cfg["seed"],
         supersample=data["supersample"],
-    )
+    ).to(device)
     lr = {name: rate * optim["lr"] for name, rate in LR_3D.items()}
     return SceneFit(scene, steps, sh_degree=model["sh_degree"], lr=lr, **common)
-
-
-def _cpu_only(device: torch.device | str | None) -> None:
-    if device is not None and torch.device(device).type != "cpu":
-        raise ConfigError(
-            f"P50 fits run on the CPU only (got device {device}); use device=cpu / --device cpu."
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +106,8 @@ def run(
 
     Args:
         run_dir: folder for metrics.jsonl, TensorBoard events and checkpoints/ (``None``: nothing written).
-        device: must be the CPU (or None): the rasterisers are CPU code.
+        device: where the fit runs (None: the config's ``device``, resolved here); the CLI
+            passes the device it resolved.
         resume_from: a checkpoint of this run (file, run folder or :class:`Checkpoint`); the fit
             continues bitwise identically.
         init_from: a checkpoint whose Gaussians start a new fit (Adam, step, generator fresh).
@@ -124,14 +121,14 @@ def run(
         :class:`labkit.splatting.loop.FitResult`) and ``setup`` (the :class:`Fit`).
 
     Raises:
-        ConfigError, CheckpointError, TrainingDiverged.
+        ConfigError, CheckpointError, DeviceError (a device that is not there), TrainingDiverged.
     """
     cfg = check(cfg)
-    _cpu_only(device)
+    device = device or get_device(cfg["device"])
     trainer = cfg["trainer"]
     set_seed(cfg["seed"], deterministic=cfg["deterministic"])
     with torch_threads(cfg["torch_threads"]):
-        fit = build(cfg)
+        fit = build(cfg, device)
         if init_from is not None:  # a warm start: the Gaussians only
             start_from_checkpoint(fit, init_from, cfg["kind"])
         run_state = None
