@@ -1074,8 +1074,10 @@ claim("a step of the 2D fit takes under 0.2 s", fit.seconds / steps_2d < 0.2,
 # an earlier run at load ≈ 2.5); the smoke setting 12 s (30 s at load ≈ 4.5). The PSNR and
 # SSIM figures do not depend on the load: the fits are deterministic for a seed.
 #
-# GPU: not measured (no GPU was available; the rasterisers are written for the CPU, and the P50
-# configs say `device: cpu`).
+# GPU: not measured (no GPU was available). The same PyTorch rasterisers run there unchanged:
+# `python -m labkit.train p50_splat2d device=cuda` (or `auto`); the configs default to the CPU,
+# whose figures these are. A seed starts from the same Gaussians on either device (the fit's
+# generator stays on the CPU), but a GPU adds in another order, so its numbers differ a little.
 #
 # ## What to remember
 # - Σ = R S Sᵀ Rᵀ from a log-scale and a normalised rotation: every raw parameter is valid.
