@@ -301,8 +301,8 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 6.2))
 before = {"boxes": candidates, "scores": scores, "labels": labels}
 after = {k: v[keep] for k, v in before.items()}
 show(draw_detections(image, before, score_thresh=0, class_names=shapes.class_names, scale=4,
-                     text="score"), f"before NMS: {len(candidates)} boxes with their scores",
-     axes[0])  # fmt: skip
+                     text="score", max_labels=5),
+     f"before NMS: {len(candidates)} boxes (the 5 best scores written)", axes[0])  # fmt: skip
 show(draw_detections(image, after, target, score_thresh=0, class_names=shapes.class_names,
                      scale=4, numbered=True),
      f"after NMS (IoU > 0.5 suppressed): {len(keep)} boxes, kept in order #1, #2, ...",
@@ -783,15 +783,17 @@ plt.show()
 
 wrong = variants["wrong box encoding"]
 wrong_preds, wrong_targets = predict(wrong.setup.model, wrong.setup.eval_loader, device)
-fig, axes = plt.subplots(1, 2, figsize=(15, 5))
+plt.figure(figsize=(13, 4.6))
 show(prediction_grid(torch.stack([wrong.setup.eval_set[i][0] for i in range(4)]),
                      wrong_preds[:4], wrong_targets[:4], setup.class_names, score_thresh=0.3,
-                     nrow=2, scale=2, text="none", legend=True),
-     "wrong box encoding: detections (solid) sit up-left of the objects (dashed)",
-     axes[0])  # fmt: skip
+                     nrow=4, scale=3, text="none", legend=True),
+     "wrong box encoding: detections (solid) sit up-left of the objects (dashed)")  # fmt: skip
+plt.tight_layout()
+plt.show()
+plt.figure(figsize=(10, 5.6))
 show(prediction_grid(shown[:2], preds_no_nms[:2], val_targets[:2], setup.class_names,
                      score_thresh=grid_thresh, nrow=2, scale=3, text="none", legend=True),
-     f"no NMS: a stack of boxes on every object (score ≥ {grid_thresh})", axes[1])  # fmt: skip
+     f"no NMS: a stack of boxes on every object (score ≥ {grid_thresh})")  # fmt: skip
 plt.tight_layout()
 plt.show()
 

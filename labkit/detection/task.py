@@ -21,6 +21,7 @@ step as one that never stopped.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,17 @@ def run(
     trainer, eval_cfg = cfg["trainer"], cfg["eval"]
     draw = run_dir is not None and eval_cfg["log_images"] > 0  # images need a TensorBoard
     images = PredictionImages(setup, device, eval_cfg, trainer["eval_every"]) if draw else None
+    eval_cpu = [0.0]  # process CPU seconds spent evaluating, kept apart from training's
+
+    def evaluate(model: TinyDetector) -> dict[str, float]:
+        start = time.process_time()
+        scores = evaluate_detector(
+            model, setup.eval_loader, device, setup.num_classes, setup.class_names, eval_cfg
+        )
+        eval_cpu[0] += time.process_time() - start
+        return scores
+
+    cpu_start = time.process_time()  # CPU time, not wall time: the machine may be shared
     result = train(
         setup.model,
         setup.optimizer,
@@ -246,9 +258,7 @@ def run(
         device=device,
         scheduler=setup.scheduler,
         run_dir=run_dir,
-        eval_fn=lambda model: evaluate_detector(
-            model, setup.eval_loader, device, setup.num_classes, setup.class_names, eval_cfg
-        ),
+        eval_fn=evaluate,
         resume_from=resume_from,
         init_from=init_from,
         config=cfg,
@@ -257,8 +267,11 @@ def run(
         after_step=images,
         **trainer_options(trainer, device, stop_after),
     )
+    cpu_seconds = time.process_time() - cpu_start
     summary = {
         "step": result.step,
+        "cpu/train_seconds": cpu_seconds - eval_cpu[0],  # this process, every thread
+        "cpu/eval_seconds": eval_cpu[0],
         "stopped_by": result.stopped_by,
         "data": cfg["data"]["dataset"],
         **result.last_eval,

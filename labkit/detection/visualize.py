@@ -1,8 +1,9 @@
 """Drawing boxes on images so that they can be read: one colour per class, thick outlined lines,
 labels on a filled background that avoid each other, optional upscaling and a legend.
 
-Ground truth is drawn dashed, detections solid, both in their class's colour; every line has a
-dark outline, so it stays visible on a shape of the same colour. Everything returns uint8
+Ground truth is drawn thin and dashed, in a lightened version of its class's colour, so that it
+does not hide a small object or the detection on it; detections are solid and thicker, in the
+class's colour with a dark outline, so they stay visible on a shape of the same colour. Everything returns uint8
 ``[3, H, W]`` tensors, which ``SummaryWriter.add_image`` logs directly and
 ``plt.imshow(image.permute(1, 2, 0))`` shows. Explained in notebooks/10_detection_tiny.py.
 """
@@ -53,6 +54,11 @@ def _name(label: int, class_names) -> str:
 def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
     luminance = 0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2]
     return (0, 0, 0) if luminance > 150 else (255, 255, 255)
+
+
+def _lighter(color: tuple[int, int, int], amount: float = 0.45) -> tuple[int, int, int]:
+    """``color`` moved ``amount`` of the way towards white."""
+    return tuple(int(round(c + (255 - c) * amount)) for c in color)
 
 
 def _dashed_rectangle(canvas: np.ndarray, box, color, thickness: int, dash: int) -> None:
@@ -106,6 +112,7 @@ def draw_detections(
     numbered: bool = False,
     text: str = "class score",
     font_scale: float = 0.45,
+    max_labels: int | None = None,
 ) -> Tensor:
     """Draw ground-truth (dashed) and predicted (solid) boxes on one image, coloured by class.
 
@@ -125,6 +132,8 @@ def draw_detections(
         text: what a detection's label says: ``"class score"``, ``"score"`` or ``"none"`` (no
             labels at all: many overlapping boxes).
         font_scale: OpenCV font scale of the labels.
+        max_labels: label only the first (best-scoring) this many drawn detections; the
+            others keep their box but no text, so dozens of overlapping boxes stay readable.
 
     Returns:
         uint8 ``[3, H * scale, W * scale]``.
@@ -148,12 +157,15 @@ def draw_detections(
     if target is not None and target["boxes"].numel() > 0:
         for box, label in zip(pixels(target["boxes"]), target["labels"].tolist(), strict=True):
             color = class_color(label)
-            _dashed_rectangle(canvas, box, OUTLINE, width + 2, 4 * width + 2)
-            _dashed_rectangle(canvas, box, color, width, 4 * width + 2)
+            # Thin, light and dashed: a small object and the detection on it stay visible.
+            _dashed_rectangle(canvas, box, _lighter(color), max(1, width // 2), 3 * width + 2)
             if not shown and text != "none":
                 labels_to_write.append((box, _name(label, class_names), color))
     if shown:
         boxes = pixels(prediction["boxes"][shown])
+        # Labels go to the best-scoring boxes first (prediction order need not be by score).
+        by_score = sorted(shown, key=lambda i: -float(prediction["scores"][i]))
+        labelled = set(by_score[:max_labels] if max_labels is not None else by_score)
         for rank, (box, i) in enumerate(zip(boxes, shown, strict=True), start=1):
             label = int(prediction["labels"][i])
             color = class_color(label)
@@ -162,7 +174,7 @@ def draw_detections(
             cv2.rectangle(canvas, (x1, y1), (x2, y2), color, width, cv2.LINE_AA)
             score = f"{float(prediction['scores'][i]):.2f}"
             words = score if text == "score" else f"{_name(label, class_names)} {score}"
-            if text != "none":
+            if text != "none" and i in labelled:
                 labels_to_write.append((box, f"#{rank} {words}" if numbered else words, color))
 
     taken: list[tuple[int, int, int, int]] = []
