@@ -11,7 +11,7 @@ before and after, torch version, threads).
 | name | ratio | target |
 |---|---|---|
 | ``trainer`` | labkit trainer's median step CPU time / a bare hand-written loop's (P00 model) | ≤ 1.03 |
-| ``nms``, ``batched_nms``, ``box_iou`` | labkit / ``torchvision.ops`` at 1,000 boxes | nms, batched_nms ≤ 1.5 |
+| ``nms``, ``batched_nms``, ``box_iou`` | labkit / ``torchvision.ops`` at 1,000 boxes | nms, batched_nms ≤ 1.0 |
 | ``loader_p00``, ``loader_p10`` | time to draw a batch / time of a model step on it | < 1 (else the input pipeline is the bottleneck) |
 | ``rl_dqn`` | env steps DQN needed to solve CartPole-v1 (one seed) / the 50k budget | ≤ 1 |
 | ``ddim`` | DDIM sampling / the same number of bare U-Net evaluations | ≈ 1 (sampler overhead) |
