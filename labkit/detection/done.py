@@ -19,7 +19,7 @@ from labkit.trainers.supervised_trainer import TrainResult
 from labkit.utils.checks import Check
 from labkit.utils.config import apply_overrides, load_config
 
-SHORT_RUN_STEPS = 800  # (b): steps of 8 images, chosen to fit SHORT_RUN_CPU_BUDGET with margin
+SHORT_RUN_STEPS = 700  # (b): steps of 8 images, chosen to fit SHORT_RUN_CPU_BUDGET with margin
 SHORT_RUN_CPU_BUDGET = 134.0  # (b): process CPU seconds (one thread) the short run may use
 SHORT_RUN_MIN_MAP = 0.90
 SHORT_RUN_MIN_PRECISION = SHORT_RUN_MIN_RECALL = 0.85  # at eval.report_score
