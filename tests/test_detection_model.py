@@ -102,3 +102,34 @@ def test_drawing_returns_uint8_images():
     assert grid.dtype == torch.uint8 and grid.shape[0] == 3
     with pytest.raises(ValueError, match="predictions"):
         prediction_grid(images, preds[:1])
+
+
+def test_drawing_labels_only_the_best_max_labels():
+    # Ten copies of one box, scores 0.0 .. 0.9: with max_labels=2 only two labels are written;
+    # the boxes themselves are all drawn either way. A label is a filled rectangle in the
+    # class colour, so labelled drawings differ from unlabelled ones.
+    image = torch.full((3, 64, 64), 0.5)
+    boxes = torch.tensor([[10.0, 20.0, 40.0, 50.0]]).repeat(10, 1)
+    pred = {"boxes": boxes, "scores": torch.arange(10) / 10, "labels": torch.zeros(10, dtype=torch.int64)}  # fmt: skip
+    kwargs = dict(score_thresh=0.0, scale=4, text="score")
+    none = draw_detections(image, pred, score_thresh=0.0, scale=4, text="none")
+    two = draw_detections(image, pred, max_labels=2, **kwargs)
+    every = draw_detections(image, pred, **kwargs)
+    changed = lambda a, b: int((a != b).any(0).sum())  # noqa: E731
+    one = draw_detections(image, pred, max_labels=1, **kwargs)
+    assert 0 < changed(one, none) < changed(two, none) < changed(every, none)
+
+
+def test_ground_truth_is_drawn_thin_and_light():
+    # On a black image, the dashed ground-truth line of a class is lighter than the class colour
+    # (moved towards white) and at most one pixel thick at width 2.
+    from labkit.detection.visualize import class_color
+
+    image = torch.zeros(3, 40, 40)
+    target = {"boxes": torch.tensor([[5.0, 5.0, 35.0, 35.0]]), "labels": torch.tensor([0])}
+    drawn = draw_detections(image, target=target, text="none").float()
+    column = drawn[:, :, 20]  # crosses the top and bottom edges at y = 5 and y = 35
+    rows = column.sum(0).nonzero().squeeze(1).tolist()
+    assert all(abs(y - 5) <= 1 or abs(y - 35) <= 1 for y in rows)
+    brightest = drawn.sum(0).max()
+    assert brightest > sum(class_color(0)), "ground truth should be lighter than its class colour"
