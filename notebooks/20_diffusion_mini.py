@@ -44,13 +44,13 @@
 # **The trained model.** Sections 5-9 run on a model that draws digits: the newest finished
 # `python -m labkit.train p20_ddpm` run under `runs/` when there is one, else the reference
 # checkpoint that ships with the lab (`labkit/reference/p20_ddpm.pt`: that config's 1,000 CPU
-# steps, v-prediction, with its EMA weights; `make reference` remakes it). The output says which, with its
-# path and figures. `-p checkpoint none` uses a 200-step stand-in instead (fast, but it cannot
+# steps, v-prediction, with its EMA weights; `make reference` remakes it). The output says
+# which, with its path and figures. `-p checkpoint none` uses a 200-step stand-in instead (fast, but it cannot
 # draw digits: the comparisons of sections 7-9 then show little).
 #
-# **Time.** Run all: 134 s measured in the notebook (143 s with the kernel's start) on one
-# thread of a two-core machine at load 2.0; 179 s at load 5 (the last cell prints it). A fresh
-# clone trains nothing first: the judge and the model ship with the lab. Every claim the text
+# **Time.** Run all: 139 s measured in the notebook (147 s with the kernel's start) on one
+# thread of a two-core machine at load 7-10, shared with other jobs (the last cell prints it).
+# A fresh clone trains nothing first: the judge and the model ship with the lab. Every claim the text
 # makes is checked by the cell below it: it prints ✓ and the measured value, or a line starting
 # `CLAIM FAILED`.
 # Rerun with other parameters: `make rerun NB=20_diffusion_mini PARAMS="-p scratch_steps 600"`.
@@ -500,12 +500,14 @@ claim("after the LR has decayed, raw and EMA weights score within 10 points",
 # DDPM takes all 1,000 steps, each adding fresh noise. DDIM follows the same model along a
 # deterministic path (η = 0) and can skip: 50, 20, even 10 network calls. Same x_T for all, the
 # conditional model without guidance (one network call a step, so DDPM's 1,000 fit the budget).
-# What to look for: DDIM is 20x faster, and its 10, 20 and 50 steps read about the same; but
-# without guidance DDPM's samples read *better*: the fresh noise of each step corrects the
-# model's errors, where DDIM's deterministic path keeps them (η between 0 and 1 mixes the two:
-# the config's default η = 0.75 is the smallest that came within 1 point of DDPM's confident
-# share, `p20_ddpm.yaml` has the figures; `labkit/reference/provenance.json` has DDIM 50 steps at
-# the default η, 0.5 and 1). Here DDIM runs at η = 0, the deterministic path.
+# What to look for: DDIM is 20x faster, and its 10, 20 and 50 steps read about the same; and
+# without guidance DDPM's samples read at least as well: the fresh noise of each step corrects
+# the model's errors, where DDIM's deterministic path keeps them. On a model this well trained
+# the gap is a few points at most, which `compare_samples` samples cannot resolve. η between
+# 0 and 1 mixes the two: the config's default η = 0.75 is the smallest that came within 1 point
+# of DDPM's confident share on 100 samples (`p20_ddpm.yaml` has the figures;
+# `labkit/reference/provenance.json` has DDIM 50 steps at the default η, 0.5 and 1). Here DDIM
+# runs at η = 0, the deterministic path.
 
 # %%
 race = {}
@@ -528,8 +530,8 @@ acc = {name: q["label_accuracy"] for name, (_, q, _) in race.items()}
 read = ", ".join(f"{k} {v:.0%}" for k, v in acc.items())
 claim(f"DDIM's 10 steps read about as well as its 50 (within 1 of {compare_samples})",
       abs(acc["DDIM, 10 steps"] - acc["DDIM, 50 steps"]) <= 1 / compare_samples + 1e-6, read, smoke=unchecked)  # fmt: skip
-claim("without guidance DDPM's noisy steps read better than deterministic DDIM's",
-      acc["DDPM, 1000 steps"] > acc["DDIM, 50 steps"], read, smoke=unchecked)  # fmt: skip
+claim("without guidance DDPM's noisy steps read at least as well as deterministic DDIM's",
+      acc["DDPM, 1000 steps"] >= acc["DDIM, 50 steps"], read, smoke=unchecked)  # fmt: skip
 
 # %% [markdown]
 # **Classifier-free guidance** (Ho & Salimans 2022) mixes the conditional and the unconditional
@@ -814,22 +816,23 @@ claim(f"at {scratch_steps} steps (live) the v model reads the asked digit better
 # %% [markdown]
 # ## 11. Reference numbers and what's next
 #
-# CPU, one thread (`python -m labkit.train p20_ddpm`: 588 k parameters, 2,000 steps of 64
-# digits; the run's own evaluation: DDIM 50 steps, w = 2, EMA weights, 100 samples):
+# CPU, one thread (`python -m labkit.train p20_ddpm`: 588 k parameters, v-prediction, batch 64;
+# the run's own evaluation: DDIM 50 steps, w = 2, EMA weights, 100 samples). The 700 steps that
+# `python -m labkit.done p20` trains (about 250 s of process CPU time; evaluated at η = 0, section
+# 10's stored curve):
 #
-# | step | confident share | digits present | label accuracy | Fréchet (100) | held-out loss |
+# | step | confident share | digits present | label accuracy | Fréchet (100) | held-out loss (v) |
 # |---|---|---|---|---|---|
-# | 500 | 0.57 | 10 | 0.60 | 185 | 0.048 |
-# | 1,000 | 0.73 | 10 | 0.77 | 109 | 0.044 |
-# | 1,500 | 0.85 | 10 | 0.89 | 59 | 0.042 |
-# | 2,000 | 0.92 | 10 | 0.95 | 46 | 0.042 |
+# | 100 | 0.23 | 8 | 0.34 | 252 | 0.229 |
+# | 300 | 0.74 | 10 | 0.82 | 75 | 0.127 |
+# | 500 | 0.92 | 10 | 0.97 | 45 | 0.117 |
+# | 700 | 0.96 | 10 | 1.00 | 38 | 0.114 |
 #
-# The reference checkpoint (`labkit/reference/p20_ddpm.pt`, that run's step 2,000 stored as
-# fp16) took 892 s of CPU time (36 minutes wall on a shared 2-core machine). Measured on the
-# stored file (100 samples, DDIM 50 steps, w = 2): 93 % confident, 95 % labelled right, 89 %
-# both, Fréchet 46; with η = 0.5, 93 % confident and right (η = 1: 99 %); a support-vector
-# machine on the training digits' pixels, no lab code, reads 94 % of them as the digit asked for
-# (95 % of real held-out digits). Its record (`labkit/reference/provenance.json`) is printed
+# The reference checkpoint (`labkit/reference/p20_ddpm.pt`, the default config's 1,000 steps,
+# stored as fp16) took 433 s of CPU time. Measured on the stored file (100 samples, DDIM 50
+# steps, the default η = 0.75, w = 2): 99 % confident and read as the digit asked for, Fréchet
+# 52; a support-vector machine on the training digits' pixels, no lab code, reads 100 % of them
+# as the digit asked for. Its record (`labkit/reference/provenance.json`) is printed and checked
 # below. The Fréchet distance depends on N: compare only numbers of the same N (100 here,
 # `quality_samples` in sections 1 and 7-9).
 #
@@ -845,6 +848,10 @@ claim(f"at {scratch_steps} steps (live) the v model reads the asked digit better
 if source.record:
     print({k: source.record[k] for k in ("command", "commit", "cpu_seconds", "wall_seconds") if k in source.record})  # fmt: skip
     print("figures:", source.record["figures"])
+    figures = source.record["figures"]
+    claim("the record: at least 90 % confident and right, and the SVM reads at least 90 % as asked",
+          figures.get("confident_and_right", 0) >= 0.9 and figures.get("svm_label_accuracy", 0) >= 0.9,
+          f"{figures.get('confident_and_right', 0):.0%}, SVM {figures.get('svm_label_accuracy', 0):.0%}", smoke=unchecked)  # fmt: skip
 seconds = time.perf_counter() - notebook_start
 print(f"notebook ran in {seconds:.0f} s (load {os.getloadavg()[0]:.1f})")
 claim(
