@@ -48,8 +48,8 @@
 # which, with its path and figures. `-p checkpoint none` uses a 200-step stand-in instead (fast, but it cannot
 # draw digits: the comparisons of sections 7-9 then show little).
 #
-# **Time.** Run all: 139 s measured in the notebook (147 s with the kernel's start) on one
-# thread of a two-core machine at load 7-10, shared with other jobs (the last cell prints it).
+# **Time.** Run all: 139-145 s measured in the notebook (147-155 s with the kernel's start) on one
+# thread of a two-core machine at load 6-10, shared with other jobs (the last cell prints it).
 # A fresh clone trains nothing first: the judge and the model ship with the lab. Every claim the text
 # makes is checked by the cell below it: it prints ✓ and the measured value, or a line starting
 # `CLAIM FAILED`.
