@@ -20,7 +20,9 @@
 #   (`make test`);
 # - the overfit harness learns 16 images to mAP@0.5 ≥ 0.95 on them in 150 steps (this notebook's
 #   harness, section 6, is smaller: 8 images, 60 steps, checked there at ≥ 0.85);
-# - a short CPU run on shapes reaches the stated held-out mAP@0.5 (0.65 after 800 steps);
+# - a short CPU run on shapes (700 steps, at most 134 s of process CPU time for training) reaches
+#   held-out mAP@0.5 ≥ 0.90 with precision and recall ≥ 0.85 at score 0.5 (section 10 shows
+#   how: IoU-aware targets and a higher learning rate);
 # - no NaN or exploding loss (max gradient norm reported);
 # - `make bench`: NMS within 1.5× of torchvision's compiled kernel at 1,000 boxes.
 #
@@ -31,31 +33,32 @@
 # GTX 1060: not measured yet. Every claim the text makes is checked by the cell below it: it
 # prints ✓ and the measured value, or a line starting `CLAIM FAILED`.
 #
-# **Reference numbers** (`python -m labkit.train p10_detection`: 3,000 steps, batch 8, 96 px):
+# **Reference numbers** (`python -m labkit.train p10_detection`: 1,500 steps, batch 8, 96 px):
 #
 # | | held-out mAP@0.5 (200 images) | time |
 # |---|---|---|
-# | CPU, 1 thread (the lab's reference, `labkit/reference/p10_detection.pt`) | 0.977 (precision 0.96, recall 0.94 at score 0.5); 0.74 after 800 steps | 548 s of CPU (29 min wall on a shared 2-core machine; 800 steps: 2.5 min) |
+# | CPU, 1 thread (the lab's reference, `labkit/reference/p10_detection.pt`) | 0.971 (precision 0.93, recall 0.95 at score 0.5); 0.946 (precision 0.90, recall 0.89) after 700 steps | 256 s of CPU (15 min wall on a shared 2-core machine); 700 steps: 111 s of CPU for training |
 # | GTX 1060 | not measured yet | not measured yet |
 #
 # **The trained model.** Section 7 and the "no NMS" failure run on a detector that works: the
 # newest finished `python -m labkit.train p10_detection` run under `runs/` when there is one, else
 # the reference checkpoint that ships with the lab (`labkit/reference/p10_detection.pt`: that
-# config's 3,000 CPU steps; `make reference` remakes it). The output says which, with its path
+# config's 1,500 CPU steps; `make reference` remakes it). The output says which, with its path
 # and figures. `-p checkpoint none` trains a `train_steps`-step stand-in here instead (its boxes
 # are poor: see the banner it prints).
 #
 # A one-stage, anchor-free detector (a truncated ResNet18 and a small conv head, FCOS-style
-# targets, RetinaNet's focal loss) learns to find circles, squares and triangles in synthetic
-# images. Every piece is a labkit function, tested against torchvision where torchvision has
-# one; this notebook imports them rather than retyping them:
+# targets, RetinaNet's focal loss made IoU-aware: the varifocal loss) learns to find circles,
+# squares and triangles in synthetic images. Every piece is a labkit function, tested against
+# torchvision where torchvision has one; this notebook imports them rather than retyping them:
 #
 # | piece | where it lives |
 # |---|---|
 # | IoU, GIoU, DIoU | `labkit.detection.boxes` |
 # | non-maximum suppression | `labkit.detection.nms` |
 # | which grid cells learn which box; decoding | `labkit.detection.assign` |
-# | focal loss, GIoU loss, the detector's loss | `labkit.detection.losses` |
+# | focal, varifocal and quality focal losses, GIoU loss, the detector's loss | `labkit.detection.losses` |
+# | the recipe ablation (section 10) | `labkit.detection.ablation` |
 # | the model | `labkit.detection.model.TinyDetector` |
 # | VOC mAP, precision-recall curves | `labkit.detection.metrics` |
 # | data (offline shapes, PASCAL VOC; `build_datasets` from a config) | `labkit.detection.dataset` |
@@ -80,6 +83,7 @@ head_channels = 64
 # %%
 # %matplotlib inline
 import inspect
+import json
 import logging
 import os
 import tempfile
@@ -94,6 +98,7 @@ from IPython.display import display
 from matplotlib.patches import Patch, Rectangle
 
 import labkit
+from labkit.detection.ablation import ablate
 from labkit.detection.assign import assign_batch, assign_targets, decode_predictions
 from labkit.detection.boxes import (
     box_cxcywh_to_xyxy,
@@ -139,7 +144,7 @@ ROOT = Path(labkit.__file__).resolve().parents[1]
 RUNS = notebook_run_dir("p10_detection_notebook", seed, Path(tempfile.mkdtemp()) if smoke else ROOT / "runs")  # fmt: skip
 device = get_device("auto")
 torch.set_num_threads(1 if device.type == "cpu" else torch.get_num_threads())
-notebook_start = time.perf_counter()
+notebook_start, notebook_cpu_start = time.perf_counter(), time.process_time()
 print(f"device {device}, smoke={smoke}, this run's folder: {RUNS}")
 
 
@@ -822,11 +827,130 @@ claim("γ = 0 without the prior bias: a first loss at least 3x the working run's
 claim("no NMS: more boxes an image and a lower held-out mAP@0.5",
       shown_per_image(preds_no_nms) > shown_per_image(preds) and no_nms["map50"] < scores_now["map50"],
       f"{shown_per_image(preds_no_nms):.1f} vs {shown_per_image(preds):.1f} boxes, mAP {no_nms['map50']:.3f} vs {scores_now['map50']:.3f}", smoke=smoke)  # fmt: skip
-seconds = time.perf_counter() - notebook_start
-print(f"notebook run time: {seconds:.0f} s (load {os.getloadavg()[0]:.1f})")
-claim(
-    "Run all takes at most 5 minutes on one thread", seconds <= 300, f"{seconds:.0f} s", smoke=smoke
-)
+
+# %% [markdown]
+# ## 10. Speed to a good model
+# The recipe of the sections above used to be RetinaNet's: focal loss on 0/1 class targets
+# (α = 0.25), learning rate 0.002. After 700 steps (110 s of CPU on one thread) it had found
+# most objects (held-out mAP@0.5 0.70, stored run below) but scored them timidly: at the
+# reported threshold, score 0.5, it kept only 30 % of them. The focal loss stops pushing a
+# positive once it is "mostly right" ($(1-p)^\gamma$ is small), so the scores of correct boxes
+# linger below 0.5, and they say nothing about how well a box fits.
+#
+# Two changes, each one config key, give a better model in less CPU:
+# - **IoU-aware classification targets** (`loss.cls_loss`). A positive cell's target is no
+#   longer 1 but $q$, the IoU its predicted box reaches with its object (computed in the loss,
+#   detached); background stays 0. The score learns to *be* the box's quality, so it ranks
+#   boxes for NMS and mAP the way IoU would, and a good box scores high.
+#   *Varifocal loss* (Zhang et al. 2021, "VarifocalNet", eq. 2), the default:
+#   $\mathrm{VFL}(p, q) = -q\,(q \log p + (1-q)\log(1-p))$ for $q > 0$ and
+#   $-\alpha p^\gamma \log(1-p)$ for $q = 0$: only negatives are focally down-weighted (α = 0.75
+#   weighs them), positives are weighted by their own IoU. *Quality focal loss* (Li et al. 2020,
+#   "Generalized Focal Loss", eq. 5): $-|q - \sigma|^\beta ((1-q)\log(1-\sigma) + q \log\sigma)$,
+#   the focal loss with a soft target. Both are in `labkit.detection.losses`.
+# - **Learning rate 0.004** (`optim.lr`): with AdamW, GroupNorm in the head and a short cosine
+#   schedule, twice the step size still trains stably and gets further per step.
+#
+# Below, first a live ablation small enough to run here (a few CPU-seconds each): the recipe
+# before, the varifocal loss alone, and the new recipe (varifocal + lr 0.004), each trained
+# from scratch with its own short cosine schedule and evaluated on the 200 held-out images.
+# Then the full-budget runs measured headless and stored in `labkit/detection/ablation_cpu.json`
+# (700 steps, about 110 CPU-s of training each; the command, commit and CPU seconds of each row
+# are in the file). Training cost is *process CPU time* (`time.process_time`, evaluation
+# excluded), not wall time, so the numbers hold on a busy machine.
+
+# %%
+live_steps = 4 if smoke else 160
+live_extra = [f"seed={seed}"] + (["data.train_images=32", "data.val_images=8", "data.image_size=64",
+                                  "model.head_channels=16"] if smoke else [])  # fmt: skip
+start = time.perf_counter()
+logging.getLogger("labkit").setLevel(logging.WARNING)
+live = {name: ablate(name, live_steps, max(live_steps // 4, 1), live_extra)
+        for name in ("before", "varifocal", "new")}  # fmt: skip
+logging.getLogger("labkit").setLevel(logging.INFO)
+print(f"3 live runs of {live_steps} steps in {time.perf_counter() - start:.0f} s")
+stored = json.loads((Path(labkit.__file__).parent / "detection" / "ablation_cpu.json").read_text())
+full = stored["runs"]
+LABELS = {"before": "before: focal, lr 0.002", "varifocal": "varifocal loss", "lr_4e-3": "lr 0.004",
+          "quality_focal": "quality focal loss", "new": "new: varifocal + lr 0.004"}  # fmt: skip
+
+
+def plot_ablation(axes, rows, title):
+    """Held-out mAP@0.5 and recall at the report score against CPU-s of training."""
+    for name, row in rows.items():
+        cpu_per_step = row["train_cpu_seconds"] / row["steps"]
+        cpu = [0.0] + [c["step"] * cpu_per_step for c in row["curve"]]
+        for ax, key in zip(axes, ("map50", "recall"), strict=True):
+            ax.plot(cpu, [0.0] + [c[key] for c in row["curve"]], "o-", ms=3, label=LABELS[name],
+                    lw=2.5 if name == "new" else 1.2)  # fmt: skip
+    axes[0].set(ylabel="held-out mAP@0.5", ylim=(0, 1), title=title)
+    axes[1].set(ylabel=f"recall at score {rows['new']['report_score']}", ylim=(0, 1), title=title)
+    for ax in axes:
+        ax.set_xlabel("CPU-s of training (one thread)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+
+
+fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
+plot_ablation(axes[0], live, f"live, here: {live_steps} steps each")
+plot_ablation(axes[1], full, f"stored: {full['new']['steps']} steps each ({stored['about_short']})")
+plt.tight_layout()
+plt.show()
+print(f"{'recipe':28s} {'steps':>5s} {'CPU-s':>6s} {'mAP@0.5':>8s} {'precision':>9s} {'recall':>7s}")
+for kind, rows in (("live", live), ("stored", full)):
+    for name, row in rows.items():
+        f = row["final"]
+        print(f"{kind + ' ' + name:28s} {row['steps']:5d} {row['train_cpu_seconds']:6.1f} "
+              f"{f['map50']:8.3f} {f['precision']:9.3f} {f['recall']:7.3f}")  # fmt: skip
+
+# %% [markdown]
+# What the runs show, live and stored:
+# - Live, at 160 steps (about 24 CPU-s each): the recipe before finds almost nothing at score
+#   0.5 (recall under 0.05) although its mAP@0.5 is already 0.35: its boxes are there, its scores
+#   are not. The varifocal loss alone lifts the recall at 0.5 above 0.2 at about the same mAP;
+#   with lr 0.004 as well (the new recipe), mAP@0.5 is the best of the three, at least 0.05 above
+#   the recipe before.
+# - Stored, at 700 steps (about 110 CPU-s of training each): the recipe before reaches mAP@0.5
+#   0.70 but recall only 0.30 at score 0.5; the new recipe reaches 0.95 with precision and recall
+#   0.90 at score 0.5, in under 134 CPU-s of training: the target `python -m labkit.done p10`
+#   checks (mAP@0.5 ≥ 0.90, precision and recall ≥ 0.85 at score 0.5).
+# - Each change helps alone, and they add up: lr 0.004 alone takes mAP@0.5 from 0.70 to 0.75;
+#   IoU-aware targets alone to 0.92 (quality focal loss) and 0.93 (varifocal loss); both
+#   together (the new recipe) to 0.95. The quality focal loss keeps precision higher but leaves
+#   recall at 0.5 lower (0.77): its scores sit a little below the IoU they learn, while the
+#   varifocal loss, which weighs positives by their IoU and does not damp them, balances the
+#   two.
+
+# %%
+lb, lv, ln = (live[k]["final"] for k in ("before", "varifocal", "new"))
+claim("live: the recipe before has recall under 0.05 at score 0.5", lb["recall"] < 0.05,
+      f"recall {lb['recall']:.3f}, mAP@0.5 {lb['map50']:.3f}", smoke=smoke)  # fmt: skip
+claim("live: the varifocal loss alone lifts recall at 0.5 above 0.2", lv["recall"] > 0.2,
+      f"recall {lv['recall']:.3f}, mAP@0.5 {lv['map50']:.3f}", smoke=smoke)  # fmt: skip
+claim("live: the new recipe's mAP@0.5 is the best of the three, at least 0.05 above the recipe before",
+      ln["map50"] >= max(lb["map50"] + 0.05, lv["map50"]),
+      f"{ln['map50']:.3f} vs {lb['map50']:.3f} (before), {lv['map50']:.3f} (varifocal)", smoke=smoke)  # fmt: skip
+fb, fn = full["before"]["final"], full["new"]["final"]
+cpu = {k: row["train_cpu_seconds"] for k, row in full.items()}
+claim("stored: the recipe before reaches mAP@0.5 about 0.70 (0.65-0.75) with recall about 0.30 (under 0.35) at score 0.5",
+      0.65 <= fb["map50"] <= 0.75 and fb["recall"] < 0.35,
+      f"mAP@0.5 {fb['map50']:.3f}, recall {fb['recall']:.3f}, {cpu['before']:.0f} CPU-s", smoke=smoke)  # fmt: skip
+claim("stored: the new recipe reaches mAP@0.5 ≥ 0.90 with precision and recall ≥ 0.85 at score 0.5 in under 134 CPU-s",
+      fn["map50"] >= 0.9 and min(fn["precision"], fn["recall"]) >= 0.85 and cpu["new"] < 134,
+      f"mAP@0.5 {fn['map50']:.3f}, precision {fn['precision']:.3f}, recall {fn['recall']:.3f}, {cpu['new']:.0f} CPU-s", smoke=smoke)  # fmt: skip
+each = {k: full[k]["final"]["map50"] for k in ("before", "lr_4e-3", "quality_focal", "varifocal", "new")}
+claim("stored: each change helps alone and together they do best (0.70 → 0.75 lr, 0.92 quality focal, 0.93 varifocal, 0.95 both)",
+      each["before"] < each["lr_4e-3"] < each["quality_focal"] < each["varifocal"] < each["new"],
+      ", ".join(f"{k} {v:.3f}" for k, v in each.items()), smoke=smoke)  # fmt: skip
+claim("stored: the quality focal loss has the higher precision, the varifocal loss the higher recall at score 0.5 (quality focal's 0.77)",
+      full["quality_focal"]["final"]["precision"] > full["varifocal"]["final"]["precision"]
+      and full["quality_focal"]["final"]["recall"] < full["varifocal"]["final"]["recall"],
+      f"quality focal P {full['quality_focal']['final']['precision']:.3f} R {full['quality_focal']['final']['recall']:.3f}; "
+      f"varifocal P {full['varifocal']['final']['precision']:.3f} R {full['varifocal']['final']['recall']:.3f}", smoke=smoke)  # fmt: skip
+seconds, cpu_seconds = time.perf_counter() - notebook_start, time.process_time() - notebook_cpu_start
+print(f"notebook run time: {seconds:.0f} s wall, {cpu_seconds:.0f} s CPU (load {os.getloadavg()[0]:.1f})")
+claim("Run all costs at most 4 minutes of CPU on one thread (its wall time on an idle machine)",
+      cpu_seconds <= 240, f"{cpu_seconds:.0f} CPU-s ({seconds:.0f} s wall)", smoke=smoke)  # fmt: skip
 
 # %% [markdown]
 # ## What to remember
