@@ -73,6 +73,8 @@ class DetectionLossConfig(Section):
     box_weight: Annotated[float, Field(ge=0)] = 1.0
     focal_alpha: Probability = 0.25
     focal_gamma: Annotated[float, Field(ge=0, le=10)] = 2.0
+    # p10_detection.yaml ships varifocal (focal_alpha 0.75); a config that names neither, such as
+    # P40's p40_active.yaml, keeps RetinaNet's focal loss.
     cls_loss: Literal["focal", "quality_focal", "varifocal"] = "focal"
     qfl_beta: Annotated[float, Field(ge=0, le=10)] = 2.0
 

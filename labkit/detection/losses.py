@@ -1,9 +1,12 @@
-"""Detection losses: focal loss (or an IoU-aware variant) for classification, GIoU / DIoU (+ L1) for box regression.
+"""Detection losses: focal loss or an IoU-aware variant of it (varifocal, quality focal) for
+classification, GIoU / DIoU (+ L1) for box regression.
 
 All are pure functions of tensors. ``sigmoid_focal_loss``, ``giou_loss`` and ``diou_loss`` follow
 the contracts of ``torchvision.ops.sigmoid_focal_loss``, ``generalized_box_iou_loss`` and
 ``distance_box_iou_loss`` and agree with them numerically (tests check this), except that the box
-losses here default to ``reduction="mean"``. ``detection_loss`` puts them together for
+losses here default to ``reduction="mean"``. ``varifocal_loss`` and ``quality_focal_loss`` take
+soft targets in ``[0, 1]``; where they coincide with torchvision's focal loss (0/1 targets,
+negatives), tests compare them with it. ``detection_loss`` puts them together for
 :class:`labkit.detection.model.TinyDetector`.
 
 Boxes are xyxy in pixels; see ``labkit.detection.boxes``.
@@ -319,7 +322,7 @@ def detection_loss(
     cls_loss: str = "focal",
     qfl_beta: float = 2.0,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Loss of a single-level anchor-free detector (FCOS-style targets, RetinaNet focal loss).
+    """Loss of a single-level anchor-free detector (FCOS-style targets, focal-style class loss).
 
     1. Assign targets to grid cells (:func:`labkit.detection.assign.assign_batch`).
     2. Classification over every cell and class, summed and divided by the number of positive
