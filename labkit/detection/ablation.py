@@ -15,16 +15,13 @@ commit, torch version and machine load that made it. The notebook
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
 from labkit.detection.task import run
+from labkit.utils.ablation import ablation_main
 from labkit.utils.config import apply_overrides, load_config
 
 # The recipe before the speed-ups, spelled out: each other recipe changes one thing of it.
@@ -40,14 +37,12 @@ RECIPES: dict[str, list[str]] = {
 CURVE_KEYS = ("map50", "precision", "recall")
 
 
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
-
-
-def ablate(name: str, steps: int, eval_every: int, extra: list[str] = ()) -> dict:
+def ablate(
+    name: str, steps: int, eval_every: int, extra: list[str] = (), runs_dir: Path | None = None
+) -> dict:
     """Train recipe ``name`` (plus ``extra`` overrides) for ``steps`` steps on the CPU; its
-    held-out curve, final numbers and process CPU seconds of training."""
+    held-out curve, final numbers and process CPU seconds of training. The run folder is kept
+    under ``runs_dir`` when given (else nothing is written)."""
     overrides = [
         *RECIPES[name],
         *extra,
@@ -57,7 +52,8 @@ def ablate(name: str, steps: int, eval_every: int, extra: list[str] = ()) -> dic
     ]
     cfg = apply_overrides(load_config("p10_detection"), overrides)
     start = time.perf_counter()
-    outcome = run(cfg, None, torch.device("cpu"), progress=False)
+    run_dir = runs_dir / name if runs_dir is not None else None
+    outcome = run(cfg, run_dir, torch.device("cpu"), progress=False)
     summary = outcome.summary
     curve = [
         {"step": row["step"], **{k: round(row[f"eval/{k}"], 4) for k in CURVE_KEYS}}
@@ -75,34 +71,20 @@ def ablate(name: str, steps: int, eval_every: int, extra: list[str] = ()) -> dic
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipes", nargs="+", choices=sorted(RECIPES))
-    parser.add_argument("--steps", type=int, default=780)
-    parser.add_argument("--eval-every", type=int, default=195)
-    parser.add_argument("--out", type=Path, default=Path("runs/ablation/p10.json"))
-    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every recipe")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    for name in args.recipes:
-        row = ablate(name, args.steps, args.eval_every, args.set)
-        row.update(
-            command="OMP_NUM_THREADS=1 python -m labkit.detection.ablation " + name
-            + f" --steps {args.steps} --eval-every {args.eval_every}"
-            + (" --set " + " ".join(args.set) if args.set else ""),
-            commit=commit(), torch=torch.__version__, load=round(os.getloadavg()[0], 1),
-        )  # fmt: skip
-        f = row["final"]
-        print(
-            f"{name}: {row['steps']} steps, {row['train_cpu_seconds']:.0f} CPU-s of training: "
-            f"mAP@0.5 {f['map50']:.3f}, precision {f['precision']:.3f}, recall {f['recall']:.3f} "
-            f"at score {row['report_score']}",
-            flush=True,
-        )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        stored = json.loads(args.out.read_text()) if args.out.exists() else {}
-        stored[name] = row
-        args.out.write_text(json.dumps(stored, indent=1))
+def describe(final: dict) -> str:
+    """One recipe's final numbers, as the command line prints them."""
+    return (
+        f"mAP@0.5 {final['map50']:.3f}, precision {final['precision']:.3f}, "
+        f"recall {final['recall']:.3f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    doc = __doc__.splitlines()[0]
+    ablation_main(
+        "labkit.detection.ablation", RECIPES, ablate, describe,
+        steps=780, eval_every=195, out="runs/ablation/p10.json", description=doc, argv=argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

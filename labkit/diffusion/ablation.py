@@ -13,10 +13,6 @@ made it. The notebook (notebooks/20_diffusion_mini.py) plots the stored file.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +20,7 @@ from pathlib import Path
 import torch
 
 from labkit.diffusion.task import run
+from labkit.utils.ablation import ablation_main
 from labkit.utils.config import apply_overrides, load_config
 
 # The recipe before the speed-ups, spelled out: each other recipe changes one thing of it.
@@ -44,11 +41,6 @@ RECIPES: dict[str, list[str]] = {
     "new": [],  # the YAML's defaults: the recipe the lab ships
 }
 CURVE_KEYS = ("confident_share", "label_accuracy", "frechet", "digits_present", "val_loss")
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def ablate(
@@ -86,35 +78,20 @@ def ablate(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipes", nargs="+", choices=sorted(RECIPES))
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--eval-every", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=Path("runs/ablation/p20.json"))
-    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every recipe")
-    parser.add_argument("--runs-dir", type=Path, help="keep each run folder here (else removed)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    for name in args.recipes:
-        row = ablate(name, args.steps, args.eval_every, args.set, args.runs_dir)
-        row.update(
-            command="OMP_NUM_THREADS=1 python -m labkit.diffusion.ablation " + name
-            + f" --steps {args.steps} --eval-every {args.eval_every}"
-            + (" --set " + " ".join(args.set) if args.set else ""),
-            commit=commit(), torch=torch.__version__, load=round(os.getloadavg()[0], 1),
-        )  # fmt: skip
-        f = row["final"]
-        print(
-            f"{name}: {row['steps']} steps, {row['train_cpu_seconds']:.0f} CPU-s of training: "
-            f"confident {f['confident_share']:.2f}, labels {f['label_accuracy']:.2f}, "
-            f"Fréchet {f['frechet']:.0f}",
-            flush=True,
-        )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        stored = json.loads(args.out.read_text()) if args.out.exists() else {}
-        stored[name] = row
-        args.out.write_text(json.dumps(stored, indent=1))
+def describe(final: dict) -> str:
+    """One recipe's final numbers, as the command line prints them."""
+    return (
+        f"confident {final['confident_share']:.2f}, labels {final['label_accuracy']:.2f}, "
+        f"Fréchet {final['frechet']:.0f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    doc = __doc__.splitlines()[0]
+    ablation_main(
+        "labkit.diffusion.ablation", RECIPES, ablate, describe,
+        steps=800, eval_every=200, out="runs/ablation/p20.json", description=doc, argv=argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
