@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ class RunInterrupted(KeyboardInterrupt):
         self.signal = signal_name
 
 
-class _OnSignal:
+class _OnSignal(ABC):
     """While active, ``self._handle`` answers Ctrl-C (SIGINT) and SIGTERM; the handlers that were
     there before come back at the end. Handlers only work in the main thread: elsewhere it is a
     no-op."""
@@ -37,8 +38,9 @@ class _OnSignal:
     def __init__(self) -> None:
         self._previous: dict[int, Any] = {}
 
+    @abstractmethod
     def _handle(self, signum: int, _frame: Any) -> None:
-        raise NotImplementedError
+        """What a signal does: each subclass answers it its own way."""
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
