@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from labkit.detection.task import run
-from labkit.utils.ablation import ablation_main
+from labkit.utils.ablation import ablation_main, budget_overrides, recipe_row
 from labkit.utils.config import apply_overrides, load_config
 
 # The recipe before the speed-ups, spelled out: each other recipe changes one thing of it.
@@ -43,32 +43,17 @@ def ablate(
     """Train recipe ``name`` (plus ``extra`` overrides) for ``steps`` steps on the CPU; its
     held-out curve, final numbers and process CPU seconds of training. The run folder is kept
     under ``runs_dir`` when given (else nothing is written)."""
-    overrides = [
-        *RECIPES[name],
-        *extra,
-        "device=cpu",
-        f"trainer.max_steps={steps}",
-        f"trainer.eval_every={eval_every}",
-    ]
-    cfg = apply_overrides(load_config("p10_detection"), overrides)
+    cfg = apply_overrides(
+        load_config("p10_detection"), [*RECIPES[name], *extra, *budget_overrides(steps, eval_every)]
+    )
     start = time.perf_counter()
     run_dir = runs_dir / name if runs_dir is not None else None
     outcome = run(cfg, run_dir, torch.device("cpu"), progress=False)
-    summary = outcome.summary
-    curve = [
-        {"step": row["step"], **{k: round(row[f"eval/{k}"], 4) for k in CURVE_KEYS}}
-        for row in outcome.details.eval_history
-    ]
-    return {
-        "overrides": [*RECIPES[name], *extra],
-        "steps": steps,
-        "report_score": cfg["eval"]["report_score"],
-        "train_cpu_seconds": round(summary["cpu/train_seconds"], 1),
-        "eval_cpu_seconds": round(summary["cpu/eval_seconds"], 1),
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "curve": curve,
-        "final": curve[-1],
-    }
+    return recipe_row(
+        outcome, overrides=[*RECIPES[name], *extra], steps=steps,
+        wall_seconds=time.perf_counter() - start, curve_keys=CURVE_KEYS, digits=4,
+        report_score=cfg["eval"]["report_score"],
+    )  # fmt: skip
 
 
 def describe(final: dict) -> str:

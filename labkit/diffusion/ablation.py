@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from labkit.diffusion.task import run
-from labkit.utils.ablation import ablation_main
+from labkit.utils.ablation import ablation_main, budget_overrides, recipe_row
 from labkit.utils.config import apply_overrides, load_config
 
 # The recipe before the speed-ups, spelled out: each other recipe changes one thing of it.
@@ -51,9 +51,7 @@ def ablate(
     overrides = [
         *RECIPES[name],
         *extra,
-        "device=cpu",
-        f"trainer.max_steps={steps}",
-        f"trainer.eval_every={eval_every}",
+        *budget_overrides(steps, eval_every),
         f"trainer.ckpt_every={steps}",
         "eval.log_images=0",
     ]
@@ -62,20 +60,10 @@ def ablate(
     with tempfile.TemporaryDirectory(prefix=f"p20_ablation_{name}_") as tmp:
         run_dir = runs_dir / name if runs_dir is not None else Path(tmp)
         outcome = run(cfg, run_dir, torch.device("cpu"), progress=False)
-    summary = outcome.summary
-    curve = [
-        {"step": row["step"], **{k: row[f"eval/{k}"] for k in CURVE_KEYS if f"eval/{k}" in row}}
-        for row in outcome.details.eval_history
-    ]
-    return {
-        "overrides": RECIPES[name] + extra,
-        "steps": steps,
-        "train_cpu_seconds": round(summary["cpu/train_seconds"], 1),
-        "eval_cpu_seconds": round(summary["cpu/eval_seconds"], 1),
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "curve": curve,
-        "final": curve[-1],
-    }
+    return recipe_row(
+        outcome, overrides=RECIPES[name] + extra, steps=steps,
+        wall_seconds=time.perf_counter() - start, curve_keys=CURVE_KEYS,
+    )  # fmt: skip
 
 
 def describe(final: dict) -> str:

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,3 +62,46 @@ def ablation_main(
         stored = json.loads(args.out.read_text()) if args.out.exists() else {}
         stored[name] = row
         args.out.write_text(json.dumps(stored, indent=1))
+
+
+def budget_overrides(steps: int, eval_every: int) -> list[str]:
+    """The overrides every recipe of an ablation trains with: the CPU, ``steps`` steps (the
+    schedule spans them), an evaluation every ``eval_every``."""
+    return ["device=cpu", f"trainer.max_steps={steps}", f"trainer.eval_every={eval_every}"]
+
+
+def recipe_row(
+    outcome: Any,
+    *,
+    overrides: list[str],
+    steps: int,
+    wall_seconds: float,
+    curve_keys: tuple[str, ...],
+    digits: int | None = None,
+    **fields: Any,
+) -> dict:
+    """One recipe's stored row from its run's outcome (a phase ``run``'s result: ``summary`` with
+    ``cpu/train_seconds`` and ``cpu/eval_seconds``, ``details.eval_history``): its held-out curve
+    (the ``eval/<key>`` of ``curve_keys`` a row has, rounded to ``digits`` when given), final
+    numbers, CPU and wall seconds, plus ``fields``."""
+    curve = [
+        {
+            "step": row["step"],
+            **{
+                key: row[f"eval/{key}"] if digits is None else round(row[f"eval/{key}"], digits)
+                for key in curve_keys
+                if f"eval/{key}" in row
+            },
+        }
+        for row in outcome.details.eval_history
+    ]
+    return {
+        "overrides": overrides,
+        "steps": steps,
+        **fields,
+        "train_cpu_seconds": round(outcome.summary["cpu/train_seconds"], 1),
+        "eval_cpu_seconds": round(outcome.summary["cpu/eval_seconds"], 1),
+        "wall_seconds": round(wall_seconds, 1),
+        "curve": curve,
+        "final": curve[-1],
+    }
