@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -50,64 +49,27 @@ NO_CUDA = (
 
 
 # ---------------------------------------------------------------------------------------------
-# Generated data in the formats the loaders read (the same layouts tests/test_detection_voc.py
-# and tests/test_diffusion_data.py build)
+# Generated data in the formats the loaders read: labkit's writers (the tests use them too)
 
 
 def write_voc_tree(root: Path, images: int = 16, size: tuple[int, int] = (160, 120)) -> Path:
-    """``root/VOCdevkit/VOC2012``: random JPEGs, XML boxes of VOC classes, train/val lists."""
+    """``root/VOCdevkit/VOC2012``: random JPEGs with 1-3 boxes of five VOC classes each."""
     import numpy as np
-    from PIL import Image
 
-    base = root / "VOCdevkit" / "VOC2012"
-    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
+    from labkit.detection.dataset import write_voc_tree as write_tree
+
     rng = np.random.default_rng(0)
     classes = ["person", "car", "dog", "bicycle", "chair"]
-    names = []
+    objects = []
     for i in range(images):
-        name = f"2012_{i:06d}"
-        names.append(name)
-        pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(base / "JPEGImages" / f"{name}.jpg")
-        objects = ""
+        image_objects = []
         for k in range(1 + i % 3):
             x0, y0 = int(rng.integers(1, size[0] // 2)), int(rng.integers(1, size[1] // 2))
-            x1, y1 = x0 + int(rng.integers(10, size[0] // 2)), y0 + int(rng.integers(10, size[1] // 2))
-            objects += (
-                f"<object><name>{classes[(i + k) % len(classes)]}</name><difficult>0</difficult>"
-                f"<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax>"
-                "</bndbox></object>"
-            )
-        (base / "Annotations" / f"{name}.xml").write_text(
-            f"<annotation><filename>{name}.jpg</filename><size><width>{size[0]}</width>"
-            f"<height>{size[1]}</height><depth>3</depth></size>{objects}</annotation>"
-        )
-    for split in ("train", "val"):
-        (base / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n")
-    return root
-
-
-def write_cifar10(root: Path, per_batch: int = 256) -> Path:
-    """``root/cifar-10-batches-py`` as the real archive holds it (pickled dicts of uint8 rows)."""
-    import numpy as np
-
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {
-            "batch_label": name,
-            "labels": rng.integers(0, 10, per_batch).tolist(),
-            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            "filenames": [f"{name}_{i}.png" for i in range(per_batch)],
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
-    meta = {"label_names": [f"class_{i}" for i in range(10)], "num_cases_per_batch": per_batch}
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({**meta, "num_vis": 3072}, f, protocol=2)
-    return root
+            x1 = x0 + int(rng.integers(10, size[0] // 2))
+            y1 = y0 + int(rng.integers(10, size[1] // 2))
+            image_objects.append((classes[(i + k) % len(classes)], x0, y0, x1, y1, 0))
+        objects.append(image_objects)
+    return write_tree(root, objects, size)
 
 
 def overrides_for(config: str, steps: int, data: Path) -> list[str]:
@@ -234,7 +196,9 @@ def format_table(report: dict) -> str:
     ]
     for row in report["rows"]:
         if "error" in row:
-            lines.append(f"| {row['config']} | FAILED (exit {row['exit_code']}): {row['error']} |||||")
+            lines.append(
+                f"| {row['config']} | FAILED (exit {row['exit_code']}): {row['error']} |||||"
+            )
             continue
         peak = "-" if row["peak_memory_gib"] is None else f"{row['peak_memory_gib']:.2f} GiB"
         mark = "" if row["timed"] == "loop" else "*"
@@ -265,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         work = Path(tmp)
+        from labkit.diffusion.data import write_cifar10
+
         write_voc_tree(work / "data" / "voc")
-        write_cifar10(work / "data" / "cifar")
+        write_cifar10(work / "data" / "cifar", per_batch=256)
         for config in args.only or CONFIGS:
             rows.append(run_one(config, args.steps, args.device, work))
             print(f"{config}: {rows[-1].get('error') or 'ok'}", file=sys.stderr, flush=True)

@@ -3,14 +3,11 @@ through p10_voc's data loading and a few CPU steps, so a first GPU run cannot fa
 a failed download and a corrupt backbone_weights file are one-paragraph errors."""
 
 import urllib.error
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from labkit.detection.dataset import voc_dataset
+from labkit.detection.dataset import voc_dataset, write_voc_tree
 from labkit.train import main
 
 
@@ -26,32 +23,8 @@ OBJECTS = [  # per image: (class, xmin, ymin, xmax, ymax, difficult)
 ]
 
 
-def make_voc_tree(root: Path, size=(96, 80)) -> None:
-    base = root / "VOCdevkit" / "VOC2012"
-    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
-        (base / sub).mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    names = []
-    for i, objects in enumerate(OBJECTS):
-        name = f"2012_{i:06d}"
-        names.append(name)
-        pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(base / "JPEGImages" / f"{name}.jpg")
-        xml_objects = "".join(
-            f"<object><name>{c}</name><difficult>{d}</difficult><bndbox><xmin>{x0}</xmin>"
-            f"<ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
-            for c, x0, y0, x1, y1, d in objects
-        )
-        (base / "Annotations" / f"{name}.xml").write_text(
-            f"<annotation><filename>{name}.jpg</filename><size><width>{size[0]}</width>"
-            f"<height>{size[1]}</height><depth>3</depth></size>{xml_objects}</annotation>"
-        )
-    for split in ("train", "val"):
-        (base / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n")
-
-
 def test_voc_parsing_keeps_the_subset_and_skips_difficult(tmp_path):
-    make_voc_tree(tmp_path)
+    write_voc_tree(tmp_path, OBJECTS)
     data = voc_dataset(tmp_path, "train", classes=["person", "car"])
     image, target = data[0]
     assert image.shape == (3, 80, 96) and 0 <= image.min() and image.max() <= 1
@@ -63,7 +36,7 @@ def test_voc_parsing_keeps_the_subset_and_skips_difficult(tmp_path):
 
 
 def test_p10_voc_trains_a_few_cpu_steps_on_a_tiny_tree(tmp_path):
-    make_voc_tree(tmp_path / "data")
+    write_voc_tree(tmp_path / "data", OBJECTS)
     code = main([
         "p10_voc", f"data.root={tmp_path / 'data'}", "data.classes=[person, car]",
         "model.pretrained=false", "model.backbone=resnet18", "model.head_channels=16",

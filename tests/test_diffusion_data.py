@@ -1,8 +1,6 @@
 """Diffusion data: [-1, 1] scaling, the offline MNIST digits, and CIFAR-10 read from a fake copy
 written in the real on-disk format (no network)."""
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
@@ -15,6 +13,7 @@ from labkit.diffusion.data import (
     to_mnist_classifier_input,
     to_unit_range,
     to_zero_one,
+    write_cifar10,
 )
 
 
@@ -40,44 +39,8 @@ def test_offline_mnist():
         load_mnist("kaggle")
 
 
-def write_fake_cifar10(root, per_batch=4):
-    """cifar-10-batches-py as the real archive holds it: pickled dicts with ``data`` (N, 3072)
-    uint8, rows = the red, green and blue 32×32 planes one after another, and ``labels``."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {
-            "batch_label": name,
-            "labels": rng.integers(0, 10, per_batch).tolist(),
-            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            "filenames": [f"{name}_{i}.png" for i in range(per_batch)],
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
-        batches[name] = batch
-    names = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ]
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump(
-            {"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072}, f, protocol=2
-        )
-    return batches
-
-
 def test_cifar10_from_a_fake_copy(tmp_path, monkeypatch):
-    batches = write_fake_cifar10(tmp_path)
+    batches = write_cifar10(tmp_path)  # 4 images per file
     # torchvision checks each file's MD5 against the real archive's; a fake copy cannot pass.
     with pytest.raises(FileNotFoundError, match="download=True"):
         load_cifar10(tmp_path)

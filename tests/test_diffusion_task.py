@@ -166,9 +166,10 @@ def test_cli_trains_a_tiny_run(tmp_path):
 
 def test_cifar_config_trains_on_a_fake_copy(tmp_path, monkeypatch):
     import torchvision.datasets.cifar
-    from test_diffusion_data import write_fake_cifar10
 
-    write_fake_cifar10(tmp_path)  # the real archive's format, 4 images per file
+    from labkit.diffusion.data import write_cifar10
+
+    write_cifar10(tmp_path)  # the real archive's format, 4 images per file
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
     cfg = tiny_cfg(
         f"data.root={tmp_path}", "data.batch_size=8", "trainer.max_steps=2",

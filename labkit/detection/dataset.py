@@ -35,6 +35,7 @@ __all__ = [
     "RandomHorizontalFlip",
     "VOCDetectionDataset",
     "voc_dataset",
+    "write_voc_tree",
     "build_datasets",
 ]
 
@@ -340,6 +341,55 @@ def voc_dataset(
             "use ShapesDataset instead."
         ) from error
     return VOCDetectionDataset(voc, classes, max_images, transform=transform)
+
+
+def write_voc_tree(
+    root: str | Path,
+    objects: list[list[tuple[str, int, int, int, int, int]]],
+    size: tuple[int, int] = (96, 80),
+    seed: int = 0,
+) -> Path:
+    """Write a tiny ``root/VOCdevkit/VOC2012`` in the real layout, for offline checks of the VOC path.
+
+    One JPEG of random pixels per entry of ``objects``, named ``2012_000000.jpg``, ...; its XML
+    annotation lists that entry's ``(class, xmin, ymin, xmax, ymax, difficult)`` boxes in VOC's
+    1-based pixel indices; ``ImageSets/Main/train.txt`` and ``val.txt`` both list every image.
+    :func:`voc_dataset` reads the tree like the real one (the tests and ``make gpu-check`` use it).
+
+    Args:
+        root: folder to write ``VOCdevkit`` into (created if missing).
+        objects: per image, its boxes; an empty list gives an image without objects.
+        size: ``(width, height)`` of every image.
+        seed: seed of the pixels.
+
+    Returns:
+        ``root``, to pass as ``data.root``.
+    """
+    import numpy as np
+    from PIL import Image
+
+    base = Path(root) / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = []
+    for i, image_objects in enumerate(objects):
+        name = f"2012_{i:06d}"
+        names.append(name)
+        pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(base / "JPEGImages" / f"{name}.jpg")
+        xml_objects = "".join(
+            f"<object><name>{c}</name><difficult>{d}</difficult><bndbox><xmin>{x0}</xmin>"
+            f"<ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+            for c, x0, y0, x1, y1, d in image_objects
+        )
+        (base / "Annotations" / f"{name}.xml").write_text(
+            f"<annotation><filename>{name}.jpg</filename><size><width>{size[0]}</width>"
+            f"<height>{size[1]}</height><depth>3</depth></size>{xml_objects}</annotation>"
+        )
+    for split in ("train", "val"):
+        (base / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return Path(root)
 
 
 class Compose:

@@ -16,6 +16,7 @@ Explained in notebooks/20_diffusion_mini.py.
 from __future__ import annotations
 
 import functools
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "to_mnist_classifier_input",
     "load_mnist",
     "load_cifar10",
+    "write_cifar10",
     "random_hflip",
     "load_train_heldout",
     "MNIST_SOURCES",
@@ -119,6 +121,43 @@ def load_cifar10(
         ) from None
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)  # HWC → (N, 3, 32, 32) uint8
     return TensorDataset(to_unit_range(images), torch.as_tensor(dataset.targets).long())
+
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+def write_cifar10(root: str | Path, per_batch: int = 4, seed: int = 0) -> dict[str, dict]:
+    """Write a tiny ``root/cifar-10-batches-py`` in the real archive's format, for offline checks.
+
+    Five ``data_batch_i`` files and a ``test_batch`` of ``per_batch`` random images each, pickled
+    dicts as the real archive holds them: ``data`` ``(per_batch, 3072)`` uint8 (a row is the red,
+    green and blue 32×32 planes one after another) and ``labels``; plus ``batches.meta``.
+    torchvision checks every file's MD5 against the real archive's, so a reader of this copy has
+    to skip that check (``torchvision.datasets.cifar.check_integrity``), as the tests and
+    ``make gpu-check`` do.
+
+    Returns:
+        The batches written, by file name (to compare what :func:`load_cifar10` reads back).
+    """
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batches[name] = {
+            "batch_label": name,
+            "labels": rng.integers(0, 10, per_batch).tolist(),
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "filenames": [f"{name}_{i}.png" for i in range(per_batch)],
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(batches[name], f, protocol=2)
+    meta = {"label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": per_batch, "num_vis": 3072}
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump(meta, f, protocol=2)
+    return batches
 
 
 def load_train_heldout(
